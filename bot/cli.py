@@ -1,0 +1,189 @@
+"""`migrate-bot`: one subcommand per workflow step, each a few lines of glue.
+
+Load settings -> call one library function -> print the Report's lines ->
+exit with its code (0 pass, 1 gate failed, 2 could not run). Every error is a
+sentence with a next step; tracebacks only with MIGRATE_BOT_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+from bot import config as config_mod
+from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
+from bot.redact import install_logging_redaction, redact
+from bot.workflow.report import Report
+
+COMMANDS: dict[str, tuple[str, str]] = {}  # name -> (summary, example), for --help and tests
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors as one sentence plus a next step, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}. Run `{self.prog} --help` for usage and an example.\n")
+        raise SystemExit(EXIT_COULD_NOT_RUN)
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(redact(text) + "\n", encoding="utf-8")
+
+
+def emit(report: Report, args: argparse.Namespace) -> int:
+    """Print the report's lines; write --log/--json; return the exit code."""
+    lines = report.lines()
+    for line in lines:
+        print(line)
+    _write(getattr(args, "log", None), "\n".join(lines))
+    _write(getattr(args, "json", None), report.to_json())
+    return report.exit_code
+
+
+def _settings(args: argparse.Namespace) -> config_mod.Settings:
+    return config_mod.load(args.config, migrations_dir=getattr(args, "migrations", None), state_path=args.state)
+
+
+def _store(settings: config_mod.Settings):
+    from bot.runs.store import Store
+
+    return Store(settings.state.path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bot.workflow import validate
+
+    settings = _settings(args)
+    options = validate.GateOptions(install_extensions=True if args.install_extensions else None)
+    return emit(validate.run(settings, _store(settings), options), args)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from bot.workflow import deploy
+
+    settings = _settings(args)
+    options = deploy.DeployOptions(env_flag=os.environ.get("STAGING_VALIDATION_PASSED", "").lower() == "true")
+    return emit(deploy.run(settings, _store(settings), options), args)
+
+
+def cmd_triage(args: argparse.Namespace) -> int:
+    from bot.workflow import triage
+
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MigrateBotError(f"Could not read {path}: {exc.strerror}.", "Pass the log written with --log or --json.")
+    if text.lstrip().startswith("{"):
+        try:
+            checks = Report.from_json(text).checks
+        except (ValueError, KeyError) as exc:
+            raise MigrateBotError(f"{path} is not a migrate-bot JSON report ({type(exc).__name__}).", "") from None
+    else:
+        checks = triage.checks_from_log(text)
+    findings = triage.triage(checks)
+    if args.format == "json":
+        print(json.dumps([f.__dict__ for f in findings], indent=2))
+    else:
+        print(redact(triage.render_text(findings)))
+    return EXIT_FAILED if findings else 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from bot.migrations.lint import LintSyntaxError, lint_paths
+
+    try:
+        findings = lint_paths(args.paths)
+    except LintSyntaxError as exc:
+        raise MigrateBotError(f"{exc}", "Fix the SQL; lint needs a parsable file.") from None
+    except FileNotFoundError as exc:
+        raise MigrateBotError(f"No such file or directory: {exc.filename}.", "Check the path.") from None
+    blockers = [f for f in findings if f.severity == "blocker" and f.allowed_reason is None]
+    if args.format == "json":
+        print(json.dumps([f.to_dict() for f in findings], indent=2))
+    else:
+        for f in findings:
+            tag = "allowed" if f.allowed_reason is not None else f.severity.upper()
+            print(f"{f.path}:{f.line}: {tag} {f.rule}: {f.message}")
+            if f.allowed_reason is None:
+                print("    fix: " + "\n         ".join(f.fix.splitlines()))
+        print(f"{len(findings)} finding(s), {len(blockers)} blocker(s)")
+    return EXIT_FAILED if blockers else 0
+
+
+def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], summary: str,
+         example: str) -> argparse.ArgumentParser:
+    COMMANDS[name] = (summary, example)
+    parser = sub.add_parser(name, help=summary, description=summary, epilog=f"Example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser, migrations: bool = True) -> None:
+    parser.add_argument("--config", help="TOML config file (default: $MIGRATE_BOT_CONFIG or ./migrate-bot.toml)")
+    parser.add_argument("--state", help="state store path (default: state.path, ./.migrate-bot/state.db)")
+    if migrations:
+        parser.add_argument("--migrations", metavar="DIR", help="migrations directory (overrides migrations.dir)")
+    parser.add_argument("--log", metavar="FILE", help="also write the PASSED/FAILED/BLOCKER lines here")
+    parser.add_argument("--json", metavar="FILE", help="also write the full report as JSON here")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="migrate-bot", description="Safe PostgreSQL migrations: refresh, validate, deploy, triage.",
+                    epilog="Example:\n  migrate-bot validate --migrations db/migrations --log staging_validation.log",
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    p = _add(sub, "validate", cmd_validate, "Run the validation gate on staging (exit 0 = pass).",
+             "migrate-bot validate --migrations db/migrations --log staging_validation.log")
+    _common(p)
+    p.add_argument("--install-extensions", action="store_true", help="create missing required extensions on staging")
+    p = _add(sub, "deploy", cmd_deploy, "Deploy the validated migration set to production.",
+             "STAGING_VALIDATION_PASSED=true migrate-bot deploy --migrations db/migrations --log prod_deploy.log")
+    _common(p)
+    p = _add(sub, "triage", cmd_triage, "Group a gate log's failures by cause, with the typical fix.",
+             "migrate-bot triage staging_validation.log")
+    p.add_argument("file", help="a log written with --log, or a report written with --json")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p = _add(sub, "lint", cmd_lint, "Static safety rules only, no database (exit 1 on a blocker).",
+             "migrate-bot lint db/migrations/0042_add_orders_index.sql")
+    p.add_argument("paths", nargs="+", help="migration files or directories")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_logging_redaction()
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_COULD_NOT_RUN
+    try:
+        return args.func(args)
+    except MigrateBotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted. Nothing was left half-applied: transactional migrations roll back.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: a sentence, never a traceback
+        if os.environ.get("MIGRATE_BOT_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))}. This is a bug in migrate-bot; "
+              "rerun with MIGRATE_BOT_DEBUG=1 and report it.", file=sys.stderr)
+        return EXIT_COULD_NOT_RUN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Typed settings: a TOML file plus the environment.
+
+Where the file comes from: ``--config``, else ``MIGRATE_BOT_CONFIG``, else
+``./migrate-bot.toml`` if it exists, else no file at all — then
+``PROD_DATABASE_URL``, ``STAGING_DATABASE_URL`` and ``--migrations DIR`` are
+enough to run. Unknown keys and values of the wrong type are refused with the
+key's dotted name and what was expected, because a typo in a production
+tool's config must never silently fall back to a default.
+
+Database URLs in the file are secret *references* (see ``bot.secrets``); a
+literal URL carrying a password is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ConfigError
+from bot.secrets import parse_ref, url_has_password
+
+DEFAULT_FILE = "migrate-bot.toml"
+
+
+@dataclass(frozen=True)
+class Databases:
+    prod: str = "env:PROD_DATABASE_URL"
+    staging: str = "env:STAGING_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class Migrations:
+    dir: str = "migrations"
+    format: str = "auto"  # auto | plain | prisma | flyway | golang-migrate | dbmate
+    repo: str = ""  # git URL or path; empty = use `dir` as is
+    path: str = ""  # folder inside the repo
+    branch: str = ""  # default ref; empty = the repo's default branch
+
+
+@dataclass(frozen=True)
+class Gate:
+    required_extensions: list[str] = field(default_factory=lambda: ["pg_trgm", "citext", "uuid-ossp"])
+    install_extensions: bool = False
+    lock_timeout_s: float = 2.0
+    lock_retries: int = 5
+    statement_timeout_s: float = 0.0  # 0 = no limit
+    idle_in_transaction_minutes: int = 5
+    connections_needed: int = 5  # headroom the run itself needs (pool during VALIDATE)
+    lock_budget_s: float = 2.0  # longest a read/write-blocking lock may be held on staging
+    transaction_budget_s: float = 15.0
+    migration_budget_s: float = 180.0
+    perf_regression_pct: float = 20.0
+    lint: bool = True
+
+
+@dataclass(frozen=True)
+class Deploy:
+    cleanup_hold_days: int = 7
+    require_env_flag: bool = True  # STAGING_VALIDATION_PASSED=true, as the runbook says
+
+
+@dataclass(frozen=True)
+class Refresh:
+    mask: list[str] = field(default_factory=list)  # "table.column" (or "schema.table.column")
+    jobs: int = 0  # 0 = choose from the catalog
+    staging_maintenance_db: str = "postgres"
+
+
+@dataclass(frozen=True)
+class State:
+    path: str = ".migrate-bot/state.db"
+
+
+@dataclass(frozen=True)
+class Slack:
+    bot_token: str = "env:SLACK_BOT_TOKEN"
+    signing_secret: str = "env:SLACK_SIGNING_SECRET"
+    app_token: str = ""  # set (e.g. env:SLACK_APP_TOKEN) for Socket Mode
+    api_url: str = ""  # SLACK_API_URL overrides
+    channels: list[str] = field(default_factory=list)  # empty = any channel the bot is in
+    approve_reaction: str = "white_check_mark"
+    reject_reaction: str = "x"
+
+
+@dataclass(frozen=True)
+class Policy:
+    approvers: list[str] = field(default_factory=list)  # user ids (U…) or user groups (S…)
+    approvals_required: int = 1
+    validators: list[str] = field(default_factory=list)  # empty = anyone in an allowed channel
+    deployers: list[str] = field(default_factory=list)  # empty = approvers and the requester
+
+
+@dataclass(frozen=True)
+class Settings:
+    databases: Databases = field(default_factory=Databases)
+    migrations: Migrations = field(default_factory=Migrations)
+    gate: Gate = field(default_factory=Gate)
+    deploy: Deploy = field(default_factory=Deploy)
+    refresh: Refresh = field(default_factory=Refresh)
+    state: State = field(default_factory=State)
+    slack: Slack = field(default_factory=Slack)
+    policy: Policy = field(default_factory=Policy)
+    source: str = "defaults"  # where these settings came from, for messages
+
+
+def _expected(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {typing.get_args(tp)[0].__name__}s"
+    return {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check_value(key: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, list) and all(isinstance(v, item) for v in value):
+            return list(value)
+    elif tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(
+        f"Config key '{key}' must be {_expected(tp)}, not {value!r}.",
+        "Fix the value in the config file.",
+    )
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"Unknown config key '{prefix}{key}'.",
+                f"Known keys in [{prefix.rstrip('.') or 'top level'}]: {', '.join(sorted(known))}.",
+            )
+    values = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Config key '{prefix}{key}' must be a table ([{prefix}{key}]).", "")
+            values[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            values[key] = _check_value(f"{prefix}{key}", tp, value)
+    return cls(**values)
+
+
+def _refuse_inline_passwords(dbs: Databases) -> None:
+    for name in ("prod", "staging"):
+        ref = parse_ref(getattr(dbs, name))
+        if ref.scheme == "literal" and url_has_password(ref.target):
+            raise ConfigError(
+                f"databases.{name} contains a password written into the config file.",
+                f"Credentials belong in a secret store: use env:{name.upper()}_DATABASE_URL, file:, aws-sm: or vault: "
+                "instead, and rotate that password, since it has been on disk.",
+            )
+
+
+def _validate(settings: Settings) -> None:
+    _refuse_inline_passwords(settings.databases)
+    if settings.migrations.format not in ("auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate"):
+        raise ConfigError(
+            f"Config key 'migrations.format' must be one of auto, plain, prisma, flyway, golang-migrate, dbmate, "
+            f"not {settings.migrations.format!r}.",
+            "",
+        )
+    if settings.gate.lock_timeout_s <= 0:
+        raise ConfigError("Config key 'gate.lock_timeout_s' must be greater than 0.", "Try 2.")
+    if settings.policy.approvals_required < 1:
+        raise ConfigError("Config key 'policy.approvals_required' must be at least 1.", "")
+    for column in settings.refresh.mask:
+        if column.count(".") not in (1, 2):
+            raise ConfigError(
+                f"refresh.mask entry {column!r} must be table.column or schema.table.column.", ""
+            )
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"The config file {path} does not exist.", "Check the --config path.")
+        return path
+    env = os.environ.get("MIGRATE_BOT_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"MIGRATE_BOT_CONFIG points at {path}, which does not exist.", "Fix or unset it.")
+        return path
+    default = Path(DEFAULT_FILE)
+    return default if default.is_file() else None
+
+
+def parse_settings(text: str, source: str = "<string>") -> Settings:
+    """Parse TOML text into Settings (pure; used by tests and `load`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file {source} is not valid TOML: {exc}.", "Fix the syntax.") from None
+    settings = _build(Settings, data, "")
+    settings = replace(settings, source=source)
+    _validate(settings)
+    return settings
+
+
+def load(config_path: str | None = None, *, migrations_dir: str | None = None, state_path: str | None = None) -> Settings:
+    """Settings from the file (if any) with command-line and environment overrides applied."""
+    path = find_config_file(config_path)
+    if path is None:
+        settings = Settings(source="environment")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"Could not read the config file {path}: {exc.strerror}.", "") from None
+        settings = parse_settings(text, str(path))
+    if migrations_dir:
+        settings = replace(settings, migrations=replace(settings.migrations, dir=migrations_dir))
+    if state_path or os.environ.get("MIGRATE_BOT_STATE"):
+        settings = replace(settings, state=State(path=state_path or os.environ["MIGRATE_BOT_STATE"]))
+    api_url = os.environ.get("SLACK_API_URL")
+    if api_url:
+        settings = replace(settings, slack=replace(settings.slack, api_url=api_url))
+    return settings
+

@@ -1,0 +1,126 @@
+"""Connecting to PostgreSQL with timeouts and a recognisable application_name.
+
+Connection failures become ``ConnectionFailed`` with a sentence that names the
+environment (prod/staging) and the masked URL, never the password. Query
+helpers are deliberately tiny: the workflow's SQL lives next to the step that
+needs it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from bot.errors import ConnectionFailed
+from bot.redact import mask_url, register
+
+APP_NAME = "migrate-bot"
+CONNECT_TIMEOUT_S = 10
+
+
+def _why(message: str) -> tuple[str, str]:
+    """Turn libpq's connection message into (reason, next step).
+
+    libpq reports connection failures without a SQLSTATE, so this is the one
+    place that reads message text.
+    """
+    text = message.lower()
+    if "password authentication failed" in text or "no password supplied" in text:
+        return "the password was rejected", "Check the credential in the secret store (it may have been rotated)."
+    if "does not exist" in text and "database" in text:
+        return "the database does not exist", "Check the database name in the URL."
+    if "does not exist" in text and "role" in text:
+        return "the user does not exist", "Check the user name in the URL."
+    if "timeout expired" in text or "timed out" in text:
+        return "the connection timed out", "Check the host, port and firewall."
+    if "connection refused" in text or "could not connect" in text or "no such file" in text:
+        return "nothing is listening there", "Check that the server is up and the host and port are right."
+    if "could not translate host name" in text or "name or service not known" in text:
+        return "the host name does not resolve", "Check the host name in the URL."
+    if "too many connections" in text or "remaining connection slots" in text:
+        return "the server has no free connection slots", "Wait for connections to drop or raise max_connections."
+    if "pg_hba.conf" in text:
+        return "the server's pg_hba.conf does not allow this connection", "Ask the DBA to allow the bot's host/user."
+    return "the connection failed", "Check the URL, network and credentials."
+
+
+def describe_url(url: str) -> str:
+    """host:port/db for messages — no user, no password."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{host}{port}{parts.path or ''}"
+    except ValueError:
+        return mask_url(url)
+
+
+def connect(url: str, *, env: str, autocommit: bool = True, app_suffix: str = "", **kwargs: Any) -> psycopg.Connection:
+    """Open a connection to ``env`` ("prod"/"staging"), or raise ConnectionFailed."""
+    register(urlsplit(url).password if "://" in url else None)
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=f"{APP_NAME}{app_suffix}",
+            **kwargs,
+        )
+    except psycopg.OperationalError as exc:
+        reason, next_step = _why(str(exc))
+        raise ConnectionFailed(f"Could not connect to {env} ({describe_url(url)}): {reason}.", next_step) from None
+    except psycopg.ProgrammingError as exc:  # a malformed conninfo string
+        raise ConnectionFailed(
+            f"The {env} database URL is malformed ({type(exc).__name__}).",
+            "Expected postgres://user@host:5432/dbname.",
+        ) from None
+
+
+@contextmanager
+def connection(url: str, *, env: str, **kwargs: Any) -> Iterator[psycopg.Connection]:
+    conn = connect(url, env=env, **kwargs)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def rows(conn: psycopg.Connection, query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+def scalar(conn: psycopg.Connection, query: str | sql.Composable, params: Any = None) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """The same server and credentials, another database (psycopg's conninfo tools)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def same_database(url_a: str, url_b: str) -> bool:
+    """Whether two URLs name the same server and database (for refresh safety)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    def key(url: str) -> tuple[str, str, str]:
+        params = conninfo_to_dict(url)
+        host = str(params.get("host") or "localhost").lower()
+        if host in ("127.0.0.1", "::1", "localhost"):
+            host = "localhost"
+        return host, str(params.get("port") or "5432"), str(params.get("dbname") or params.get("user") or "")
+
+    return key(url_a) == key(url_b)

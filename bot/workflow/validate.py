@@ -1,0 +1,163 @@
+"""The validation gate (runbook step 3): run the pending migrations on staging.
+
+Pending means pending *on prod* — that is what a deploy would apply — so the
+gate's fingerprint is the fingerprint a deploy must match. Staging must be a
+fresh copy: if it already has any of those migrations, the gate would prove
+nothing and says so. Preflight (extensions on both sides, blockers, pool
+headroom), static lint, the apply itself with per-statement timings, then the
+runbook's post-checks. A pass is recorded in the state store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import psycopg
+
+from bot.config import Settings
+from bot.errors import MigrateBotError
+from bot.migrations import apply as applier_mod
+from bot.migrations.source import Migration, discover, set_fingerprint
+from bot.pg import connection
+from bot.runs.store import Store
+from bot.workflow import checks
+from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
+from bot.workflow.lintgate import lint_checks
+from bot.workflow.report import Report, Status
+from bot.workflow.targets import database_url
+
+
+@dataclass
+class GateOptions:
+    """Per-run choices that are not settings (who, which commit, overrides)."""
+
+    install_extensions: bool | None = None  # None = settings.gate.install_extensions
+    run_id: str | None = None
+    commit: str | None = None
+    requested_by: str | None = None
+    migrations: list[Migration] | None = None  # None = discover settings.migrations.dir
+    on_event: applier_mod.EventSink = field(default=applier_mod._ignore)
+    hooks: applier_mod.StatementHooks | None = None
+
+
+def load_migrations(settings: Settings, options: GateOptions) -> list[Migration]:
+    if options.migrations is not None:
+        return options.migrations
+    return discover(settings.migrations.dir, settings.migrations.format)
+
+
+def run(settings: Settings, store: Store | None, options: GateOptions | None = None) -> Report:
+    """Validate; never raises for expected failures — the Report carries exit 2 instead."""
+    options = options or GateOptions()
+    report = Report(step="validate")
+    try:
+        _validate(settings, store, options, report)
+    except MigrateBotError as exc:
+        report.error = str(exc)
+    return report.finish()
+
+
+def _validate(settings: Settings, store: Store | None, options: GateOptions, report: Report) -> None:
+    migrations = load_migrations(settings, options)
+    prod_url = database_url(settings, "prod")
+    staging_url = database_url(settings, "staging")
+    options.on_event("step", {"step": "preflight"})
+    with connection(prod_url, env="prod") as prod:
+        prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
+        _preflight_prod(prod, settings, report)
+    report.extend(drift_checks(prod_plan, "prod"))
+    pending = prod_plan.pending
+    report.fingerprint = set_fingerprint(pending)
+    report.facts["pending"] = [m.label for m in pending]
+    if not pending:
+        report.passed("pending", "no pending migrations: prod is up to date with the migration source")
+        return
+    report.passed("pending", f"{len(pending)} pending on prod: {', '.join(m.label for m in pending)}")
+    _hold_back_notes(pending, settings, report)
+    report.extend(syntax_checks(pending))
+    if settings.gate.lint:
+        report.extend(lint_checks([m for m in pending if not m.parse_error]))
+    with connection(staging_url, env="staging") as staging:
+        if not _preflight_staging(staging, settings, options, pending, report):
+            return
+        if any(m.parse_error for m in pending):
+            return  # nothing sensible to apply
+        _apply_on_staging(staging, settings, options, pending, report)
+    _record(store, report, pending, options)
+
+
+def _preflight_prod(prod: psycopg.Connection, settings: Settings, report: Report) -> None:
+    report.add(checks.extensions(prod, "prod", settings.gate.required_extensions, missing_status=Status.BLOCKER))
+
+
+def _preflight_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
+                       pending: list[Migration], report: Report) -> bool:
+    """Extensions, freshness, blockers and headroom on staging; False = do not apply."""
+    staging_history = applier_mod.read_history(staging)
+    already = [m.label for m in pending if m.version in staging_history]
+    if already:
+        report.failed(
+            "staging-fresh",
+            f"staging already has {', '.join(already)} applied but prod does not — validating again there proves "
+            "nothing. Refresh staging from prod first: migrate-bot refresh",
+            details={"category": "staging-stale"},
+        )
+        return False
+    required = settings.gate.required_extensions
+    install = settings.gate.install_extensions if options.install_extensions is None else options.install_extensions
+    missing = checks.missing_extensions(staging, required)
+    if missing and install:
+        checks.install_extensions(staging, missing)
+        report.passed("extensions.staging", f"installed on staging: {', '.join(missing)}")
+    else:
+        status = Status.FAILED if missing else Status.PASSED
+        check = checks.extensions(staging, "staging", required, missing_status=status)
+        if missing:
+            check = replace(check, message=check.message + " (or run with --install-extensions)")
+        report.add(check)
+    report.add(checks.idle_in_transaction(staging, "staging", settings.gate.idle_in_transaction_minutes))
+    report.add(checks.connection_headroom(staging, "staging", settings.gate.connections_needed))
+    return not report.failures
+
+
+def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
+                      pending: list[Migration], report: Report) -> None:
+    applier_mod.ensure_history(staging)
+    gate = settings.gate
+    applier = applier_mod.Applier(
+        conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries,
+        statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
+        hooks=options.hooks, on_event=options.on_event,
+    )
+    options.on_event("step", {"step": "apply", "env": "staging", "count": len(pending)})
+    with applier_mod.environment_lock(staging, "staging"):
+        apply_in_order(applier, pending, report, "staging")
+    options.on_event("step", {"step": "post-checks", "env": "staging"})
+    report.add(checks.unvalidated_constraints(staging, "staging"))
+    report.add(checks.invalid_indexes(staging, "staging"))
+
+
+def _hold_back_notes(pending: list[Migration], settings: Settings, report: Report) -> None:
+    days = settings.deploy.cleanup_hold_days
+    for m in pending:
+        if m.cleanup:
+            report.warning(
+                f"hold-back.{m.label}",
+                f"cleanup migration: a deploy holds it until {days} days after the previous deploy "
+                f"(the expand phase must bake first)",
+                migration=m.label,
+            )
+
+
+def _record(store: Store | None, report: Report, pending: list[Migration], options: GateOptions) -> None:
+    if store is None or report.fingerprint is None or report.error:
+        return
+    store.record_validation(
+        fingerprint=report.fingerprint,
+        passed=report.ok,
+        report_json=report.to_json(),
+        migrations=[m.label for m in pending],
+        run_id=options.run_id,
+        commit=options.commit,
+    )
+

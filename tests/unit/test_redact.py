@@ -1,0 +1,45 @@
+"""Redaction: registered secrets and URL passwords never survive into text."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.errors import ConnectionFailed
+from bot.redact import RedactingFilter, mask_url, redact, register
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgres://app:s3cr3t@db:5432/app", "postgres://app:***@db:5432/app"),
+        ("postgresql://app:p%40ss@db/app", "postgresql://app:***@db/app"),
+        ("postgres://app@db/app", "postgres://app@db/app"),
+        ("see postgres://u:pw1234@h/d and mysql://a:b9999@c/d", "see postgres://u:***@h/d and mysql://a:***@c/d"),
+    ],
+)
+def test_url_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_registered_secret_is_removed_anywhere() -> None:
+    register("tok-abcdef-123456")
+    assert redact("token tok-abcdef-123456 leaked") == "token *** leaked"
+
+
+def test_dsn_password_is_masked() -> None:
+    assert redact("host=db password=hunter22 user=x") == "host=db password=*** user=x"
+
+
+def test_exception_text_is_redacted() -> None:
+    register("zz-very-secret-zz")
+    assert "zz-very-secret-zz" not in str(ConnectionFailed("failed with zz-very-secret-zz", "retry"))
+
+
+def test_logging_filter_redacts_messages_and_exceptions(caplog: pytest.LogCaptureFixture) -> None:
+    register("log-secret-99x")
+    logger = logging.getLogger("test.redact")
+    record = logger.makeRecord("t", logging.ERROR, __file__, 1, "connect %s", ("postgres://u:log-secret-99x@h/d",), None)
+    RedactingFilter().filter(record)
+    assert "log-secret-99x" not in record.getMessage()
