@@ -55,6 +55,7 @@ def aws_sm(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     """A boto3 Secrets Manager client pointed at moto; the bot finds it through the same env."""
     import boto3
 
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

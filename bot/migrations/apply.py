@@ -98,7 +98,11 @@ class PgFailure:
         )
 
     def to_details(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v}
+        """Everything but row data: class 23 details quote the offending values (emails, names…)."""
+        data = {k: v for k, v in self.__dict__.items() if v}
+        if self.sqlstate.startswith("23"):
+            data.pop("detail", None)
+        return data
 
 
 @dataclass

@@ -229,5 +229,5 @@ def discover(directory: str | Path, fmt: str = "auto") -> list[Migration]:
                 "Rename one so every version is unique.",
             )
         seen[key] = path.name
-        migrations.append(build(version, name, str(path.relative_to(root)), text))
+        migrations.append(build(version, name, str(path), text))
     return sorted(migrations, key=lambda m: m.sort_key)

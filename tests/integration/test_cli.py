@@ -1,0 +1,119 @@
+"""The command line as a user meets it: exit codes, one clear sentence, no traceback, no secret."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import COMMANDS, build_parser, main
+from tests.fix_pg import PROD_PASSWORD, STAGING_PASSWORD, Databases
+
+SEED = "CREATE TABLE users (id bigserial PRIMARY KEY, email text); INSERT INTO users (email) VALUES ('a@x'), (NULL);"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (what a user or CI runs)."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=120)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, code: int, sentence: str) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    output = result.stdout + result.stderr
+    assert sentence in output
+    assert "Traceback" not in output
+    assert PROD_PASSWORD not in output and STAGING_PASSWORD not in output
+
+
+def test_unknown_command(workdir: Path) -> None:
+    assert_clean_failure(cli("vallidate", cwd=workdir), 2, "error: argument COMMAND: invalid choice: 'vallidate'")
+
+
+def test_missing_env_var(workdir: Path, make_migrations) -> None:
+    make_migrations({"0001_a.sql": "SELECT 1;"})
+    env = {"PROD_DATABASE_URL": "", "STAGING_DATABASE_URL": ""}
+    result = cli("validate", cwd=workdir, env=env)
+    assert_clean_failure(result, 2, "The environment variable PROD_DATABASE_URL is not set, so there is no prod database URL.")
+
+
+def test_unreachable_host(workdir: Path, make_migrations) -> None:
+    make_migrations({"0001_a.sql": "SELECT 1;"})
+    from bot.devcluster import free_port
+
+    url = f"postgresql://app:unreachable-pw-1@127.0.0.1:{free_port()}/app"
+    result = cli("validate", cwd=workdir, env={"PROD_DATABASE_URL": url, "STAGING_DATABASE_URL": url})
+    assert_clean_failure(result, 2, "Could not connect to prod (127.0.0.1:")
+    assert "nothing is listening there" in result.stdout
+    assert "unreachable-pw-1" not in result.stdout + result.stderr
+
+
+def test_wrong_password(bot_env: Databases, make_migrations) -> None:
+    make_migrations({"0001_a.sql": "SELECT 1;"})
+    wrong = bot_env.clusters.prod.url(bot_env.name, password="Wrong-Pa55-zz9")
+    result = cli("validate", env={"PROD_DATABASE_URL": wrong})
+    assert_clean_failure(result, 2, "the password was rejected. Check the credential in the secret store")
+    assert "Wrong-Pa55-zz9" not in result.stdout + result.stderr
+
+
+def test_missing_migrations_directory(bot_env: Databases) -> None:
+    result = cli("validate", "--migrations", "does-not-exist")
+    assert_clean_failure(result, 2, "The migrations directory does-not-exist does not exist.")
+
+
+def test_malformed_sql_fails_the_gate(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_broken.sql": "ALTER TABLE users ADD COLUMN ;"})
+    result = cli("validate")
+    assert_clean_failure(result, 1, "FAILED syntax.0001_broken: migrations/0001_broken.sql does not parse")
+
+
+def test_bad_config_value(workdir: Path) -> None:
+    (workdir / "migrate-bot.toml").write_text("[gate]\nlock_retries = 'many'\n")
+    assert_clean_failure(cli("validate", cwd=workdir), 2, "Config key 'gate.lock_retries' must be a whole number")
+
+
+def test_triage_of_a_missing_file(workdir: Path) -> None:
+    assert_clean_failure(cli("triage", "nope.log", cwd=workdir), 2, "Could not read nope.log: No such file or directory.")
+
+
+def test_validate_log_then_triage_it(bot_env: Databases, make_migrations, capsys: pytest.CaptureFixture) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_email_required.sql": "ALTER TABLE users ALTER COLUMN email SET NOT NULL;"})
+    assert main(["validate", "--log", "staging_validation.log", "--json", "report.json"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED migration.0001_email_required" in out and out.rstrip().endswith("exit 1")
+    assert main(["triage", "staging_validation.log"]) == 1
+    text = capsys.readouterr().out
+    assert "SET NOT NULL failing (NULLs present)" in text
+    assert "UPDATE users SET email = <default_value> WHERE email IS NULL;" in text
+    assert main(["triage", "report.json"]) == 1
+
+
+def test_full_cli_flow_validate_then_deploy(bot_env: Databases, make_migrations, monkeypatch, capsys) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    assert main(["validate"]) == 0
+    assert main(["deploy"]) == 1  # the runbook's flag is missing
+    assert "BLOCKER validation-flag" in capsys.readouterr().out
+    monkeypatch.setenv("STAGING_VALIDATION_PASSED", "true")
+    assert main(["deploy", "--log", "prod_deploy.log"]) == 0
+    log = Path("prod_deploy.log").read_text()
+    assert "PASSED constraints-validated.prod" in log and "PASSED indexes-valid.prod" in log
+
+
+build_parser()  # fills COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_help_has_an_example(name: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([name, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    example = out.split("Example:\n", 1)[1]
+    assert "migrate-bot " + name in example
