@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -118,6 +119,81 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return EXIT_FAILED if blockers else 0
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from bot.workflow import refresh
+
+    settings = _settings(args)
+    return emit(refresh.run(settings, refresh.RefreshOptions(on_event=_progress_printer(args))), args)
+
+
+def _progress_printer(args: argparse.Namespace) -> Callable[[str, dict], None]:
+    """Progress on stderr for long steps, so stdout stays the log-line contract."""
+
+    def show(kind: str, data: dict) -> None:
+        if kind == "refresh_progress" or (args.verbose and kind in ("step", "lock_retry", "migration_finished")):
+            print(redact(f"... {kind}: " + ", ".join(f"{k}={v}" for k, v in data.items())), file=sys.stderr)
+
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.workflow import runbook, triage
+
+    settings = _settings(args)
+    options = runbook.RunbookOptions(deploy=args.deploy, install_extensions=True if args.install_extensions else None,
+                                     skip_refresh=args.skip_refresh, on_event=_progress_printer(args))
+    reports = runbook.run(settings, _store(settings), options)
+    lines: list[str] = []
+    for report in reports:
+        lines += report.lines()
+        findings = triage.triage(report.checks)
+        if findings and report.step == "validate":
+            lines += ["", triage.render_text(findings)]
+    print("\n".join(lines))
+    _write(args.log, "\n".join(lines))
+    return runbook.exit_code(reports)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.app import create_slack_bot
+
+    settings = _settings(args)
+    bot = create_slack_bot(settings)
+    bot.service.recover()
+    if bot.app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        print("migrate-bot connected to Slack in Socket Mode. Ctrl-C stops it.", file=sys.stderr)
+        SocketModeHandler(bot.app, bot.app_token).start()
+        return 0
+    server = bot.serve_http(args.host, args.port)
+    print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
+          file=sys.stderr)
+    try:
+        threading.Event().wait()  # the server runs in its own threads until Ctrl-C
+    finally:
+        bot.stop()
+    return 0
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from bot.app import create_service
+    from bot.chat.shell import Shell, ShellAnnouncer
+
+    settings = _settings(args)
+    service = create_service(settings, ShellAnnouncer())
+    service.recover()
+    Shell(service, user=args.user).loop()
+    service.executor.shutdown(wait=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot import demo
+
+    return demo.main()
+
+
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], summary: str,
          example: str) -> argparse.ArgumentParser:
     COMMANDS[name] = (summary, example)
@@ -157,6 +233,29 @@ def build_parser() -> Parser:
              "migrate-bot lint db/migrations/0042_add_orders_index.sql")
     p.add_argument("paths", nargs="+", help="migration files or directories")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p = _add(sub, "refresh", cmd_refresh, "Refresh staging from prod into a new database, then swap it in.",
+             "migrate-bot refresh --log refresh.log")
+    _common(p, migrations=False)
+    p = _add(sub, "run", cmd_run, "The whole runbook: refresh, validate, then deploy (--deploy) or triage.",
+             "migrate-bot run --migrations db/migrations --deploy")
+    _common(p)
+    p.add_argument("--deploy", action="store_true", help="deploy to prod when the gate passes")
+    p.add_argument("--install-extensions", action="store_true", help="create missing required extensions on staging")
+    p.add_argument("--skip-refresh", action="store_true", help="validate against staging as it is")
+    p = _add(sub, "serve", cmd_serve, "Run the Slack bot (Socket Mode if slack.app_token is set, else HTTP).",
+             "migrate-bot serve --port 3000")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--state", help="state store path")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=3000)
+    p = _add(sub, "shell", cmd_shell, "The terminal chat adapter: /migrate commands and reactions as any user.",
+             "migrate-bot shell --user U_ME")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--state", help="state store path")
+    p.add_argument("--migrations", metavar="DIR", help="migrations directory")
+    p.add_argument("--user", default="U_ME", help="who you are in the shell (default U_ME)")
+    _add(sub, "demo", cmd_demo, "Throwaway prod + staging clusters and the whole workflow in the shell.",
+         "migrate-bot demo")
     return parser
 
 

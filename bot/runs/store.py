@@ -8,14 +8,17 @@ mode lets the CLI and a running bot share the file.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import NotFoundError
 
 from bot.redact import redact
+from bot.runs.model import Approval, Kind, Run, State
 
 
 def _now() -> str:
@@ -28,7 +31,8 @@ class Store:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self.db = sqlite_utils.Database(str(path), recreate=False)
+        # one connection shared by the executor's threads, serialised by self._lock
+        self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=15))
         if str(path) != ":memory:":
             self.db.enable_wal()
         self._schema()
@@ -45,6 +49,19 @@ class Store:
              "created_at": str},
             pk="id", if_not_exists=True,
         )
+        self.db["runs"].create(
+            {"id": str, "kind": str, "state": str, "requested_by": str, "channel": str, "thread_ts": str,
+             "fingerprint": str, "commit": str, "ref": str, "parent": str, "summary": str, "report": str,
+             "created_at": str, "updated_at": str, "data": str},
+            pk="id", if_not_exists=True,
+        )
+        self.db["runs"].create_index(["thread_ts"], if_not_exists=True)
+        self.db["approvals"].create(
+            {"run_id": str, "user": str, "verdict": str, "fingerprint": str, "created_at": str, "revoked_at": str},
+            pk=("run_id", "user"), if_not_exists=True,
+        )
+        self.db["env_locks"].create({"env": str, "run_id": str, "acquired_at": str}, pk="env", if_not_exists=True)
+        self.db["seen_events"].create({"id": str, "seen_at": str}, pk="id", if_not_exists=True)
 
     # -- validations ---------------------------------------------------------
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
@@ -79,3 +96,106 @@ class Store:
                  "held": json.dumps(held), "report": redact(report_json), "created_at": _now()}
             )
             return int(row.last_pk)
+
+    # -- runs ------------------------------------------------------------------
+    def save_run(self, run: Run) -> Run:
+        """Insert or replace; callers persist every transition before announcing it."""
+        run.updated_at = _now()
+        run.created_at = run.created_at or run.updated_at
+        row = {k: v for k, v in run.__dict__.items()}
+        row.update(kind=run.kind.value, state=run.state.value, data=json.dumps(run.data),
+                   report=redact(run.report), summary=redact(run.summary))
+        with self._lock:
+            self.db["runs"].upsert(row, pk="id")
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._lock:
+            try:
+                row = self.db["runs"].get(run_id)
+            except NotFoundError:
+                return None
+        return _run_from_row(row)
+
+    def run_by_message(self, channel: str, ts: str) -> Run | None:
+        """The newest run whose parent message is (channel, ts): approvals react on it."""
+        with self._lock:
+            found = list(self.db["runs"].rows_where("channel = ? AND thread_ts = ?", [channel, ts],
+                                                    order_by="created_at desc"))
+        runs = [_run_from_row(r) for r in found]
+        deploys = [r for r in runs if r.kind in (Kind.DEPLOY, Kind.UNBLOCK)]
+        return (deploys or runs or [None])[0]
+
+    def runs(self, *, states: list[State] | None = None, limit: int = 20) -> list[Run]:
+        where, args = None, []
+        if states:
+            where = "state IN (" + ", ".join("?" for _ in states) + ")"
+            args = [s.value for s in states]
+        with self._lock:
+            found = list(self.db["runs"].rows_where(where, args, order_by="created_at desc, rowid desc", limit=limit))
+        return [_run_from_row(r) for r in found]
+
+    def latest_run(self, kind: Kind | None = None) -> Run | None:
+        with self._lock:
+            where, args = ("kind = ?", [kind.value]) if kind else (None, [])
+            found = list(self.db["runs"].rows_where(where, args, order_by="created_at desc, rowid desc", limit=1))
+        return _run_from_row(found[0]) if found else None
+
+    # -- approvals ---------------------------------------------------------------
+    def put_approval(self, approval: Approval) -> None:
+        with self._lock:
+            self.db["approvals"].upsert(approval.__dict__, pk=("run_id", "user"))
+
+    def revoke_approval(self, run_id: str, user: str) -> bool:
+        with self._lock:
+            found = list(self.db["approvals"].rows_where("run_id = ? AND user = ? AND revoked_at = ''", [run_id, user]))
+            if not found:
+                return False
+            self.db["approvals"].update((run_id, user), {"revoked_at": _now()})
+            return True
+
+    def approvals(self, run_id: str) -> list[Approval]:
+        with self._lock:
+            found = list(self.db["approvals"].rows_where("run_id = ? AND revoked_at = ''", [run_id],
+                                                         order_by="created_at"))
+        return [Approval(**r) for r in found]
+
+    # -- environment locks -------------------------------------------------------
+    def lock_env(self, env: str, run_id: str) -> str | None:
+        """Take the environment for run_id; returns the holder's run id when it is taken."""
+        with self._lock, self.db.conn:
+            holder = list(self.db["env_locks"].rows_where("env = ?", [env]))
+            if holder and holder[0]["run_id"] != run_id:
+                return str(holder[0]["run_id"])
+            self.db["env_locks"].upsert({"env": env, "run_id": run_id, "acquired_at": _now()}, pk="env")
+            return None
+
+    def unlock_env(self, env: str, run_id: str) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM env_locks WHERE env = ? AND run_id = ?", [env, run_id])
+            self.db.conn.commit()
+
+    def env_holder(self, env: str) -> str | None:
+        with self._lock:
+            holder = list(self.db["env_locks"].rows_where("env = ?", [env]))
+        return str(holder[0]["run_id"]) if holder else None
+
+    # -- idempotency for retried Slack events ----------------------------------
+    def first_time(self, event_id: str) -> bool:
+        """True once per id: Slack redelivers events it thinks were not acknowledged."""
+        if not event_id:
+            return True
+        with self._lock:
+            try:
+                self.db["seen_events"].insert({"id": event_id, "seen_at": _now()})
+                return True
+            except sqlite3.IntegrityError:
+                return False
+
+
+def _run_from_row(row: dict[str, Any]) -> Run:
+    data = dict(row)
+    data["kind"] = Kind(data["kind"])
+    data["state"] = State(data["state"])
+    data["data"] = json.loads(data.get("data") or "{}")
+    return Run(**data)

@@ -34,6 +34,7 @@ class DeployOptions:
     requested_by: str | None = None
     migrations: list[Migration] | None = None
     now: datetime | None = None  # for hold-back arithmetic; None = the clock
+    expected_fingerprint: str | None = None  # the run service binds a deploy run to what was approved
     on_event: applier_mod.EventSink = field(default=applier_mod._ignore)
 
 
@@ -103,6 +104,11 @@ def _deploy(settings: Settings, store: Store, options: DeployOptions, report: Re
 
 def _allowed(settings: Settings, store: Store, options: DeployOptions, report: Report) -> bool:
     fingerprint = report.fingerprint or ""
+    if options.expected_fingerprint and options.expected_fingerprint != fingerprint:
+        report.blocker("fingerprint", f"prod's pending set ({fingerprint[:12]}) is not the set that was validated and "
+                       f"approved ({options.expected_fingerprint[:12]}); validate again and get a fresh approval",
+                       details={"category": "staging-stale"})
+        return False
     if settings.deploy.require_env_flag and not options.env_flag:
         report.blocker("validation-flag", "STAGING_VALIDATION_PASSED is not true: the runbook deploys only after a "
                        "pass. Run `migrate-bot validate`, then export STAGING_VALIDATION_PASSED=true",

@@ -1,0 +1,71 @@
+"""The composition root: settings -> store -> run service -> a chat face.
+
+Only this module knows how the layers are wired, so `serve`, `shell` and the
+demo assemble the bot the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+
+from slack_bolt import App
+
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.runs import policy
+from bot.runs.service import Announcer, RunService
+from bot.runs.steps import Steps
+from bot.runs.store import Store
+from bot.secrets import resolve
+
+log = logging.getLogger(__name__)
+
+
+def create_service(settings: Settings, announcer: Announcer, *, groups: policy.GroupMembers = lambda g: set(),
+                   store: Store | None = None) -> RunService:
+    store = store or Store(settings.state.path)
+    return RunService(settings, store, announcer, workflow=Steps(), groups=groups)
+
+
+@dataclass
+class SlackBot:
+    service: RunService
+    app: App
+    pool: ThreadPoolExecutor
+    app_token: str = ""
+    server: ThreadingHTTPServer | None = None
+
+    def serve_http(self, host: str, port: int) -> ThreadingHTTPServer:
+        from bot.chat.http_server import make_server, serve_in_thread
+
+        self.server = make_server(self.app, host, port)
+        serve_in_thread(self.server)
+        return self.server
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+        self.pool.shutdown(wait=True)
+        self.service.executor.shutdown(wait=True)
+
+
+def create_slack_bot(settings: Settings, *, store: Store | None = None) -> SlackBot:
+    """Resolve the Slack credentials (secret references), build the client, the service and the bolt app."""
+    from bot.chat.slack_app import GroupCache, SlackAnnouncer, build_app, make_client
+
+    token = resolve(settings.slack.bot_token, what="Slack bot token")
+    signing_secret = resolve(settings.slack.signing_secret, what="Slack signing secret")
+    app_token = resolve(settings.slack.app_token, what="Slack app token") if settings.slack.app_token else ""
+    if not token.startswith("xoxb-"):
+        raise ConfigError("The Slack bot token does not look like a bot token (xoxb-…).",
+                          "Copy the Bot User OAuth Token from the app's OAuth & Permissions page into the secret store.")
+    client = make_client(token, settings.slack.api_url)
+    store = store or Store(settings.state.path)
+    service = create_service(settings, SlackAnnouncer(client, store), groups=GroupCache(client), store=store)
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-bot-chat")
+    app = build_app(settings, service, client, signing_secret, pool)
+    return SlackBot(service=service, app=app, pool=pool, app_token=app_token)

@@ -1,0 +1,163 @@
+"""Report/Run -> Block Kit and terminal text. Pure functions; Slack's limits respected.
+
+Limits (Slack's, and the undocumented cumulative one): 50 blocks per
+message, 3,000 characters per section text, 150 per header, 10 context
+elements, and about 12,000 characters of text across all blocks. Long
+content is summarised here and the full log goes in the uploaded file, so a
+post never fails for size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.redact import redact
+from bot.runs.model import Kind, Run, State
+from bot.workflow.report import Check, Report, Status
+from bot.workflow.triage import Finding
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_TOTAL_TEXT = 11000  # below Slack's ~12k cumulative limit, with room for the fallback text
+MAX_BUTTON = 75
+
+STATE_ICON = {
+    State.REQUESTED: ":hourglass_flowing_sand:", State.RUNNING: ":gear:", State.PASSED: ":white_check_mark:",
+    State.FAILED: ":x:", State.ERROR: ":warning:", State.AWAITING_APPROVAL: ":raised_hand:",
+    State.SCHEDULED: ":calendar:", State.DEPLOYED: ":rocket:", State.INTERRUPTED: ":double_vertical_bar:",
+    State.CANCELLED: ":no_entry_sign:", State.REJECTED: ":no_entry:",
+}
+STATUS_ICON = {Status.PASSED: ":white_check_mark:", Status.FAILED: ":x:", Status.BLOCKER: ":no_entry:",
+               Status.WARNING: ":warning:", Status.HELD: ":pause_button:"}
+
+
+def clip(text: str, limit: int) -> str:
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER)}}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(t, 2000)} for t in texts[:10]]}
+
+
+def _button(text: str, action_id: str, value: str, style: str) -> dict[str, Any]:
+    return {"type": "button", "text": {"type": "plain_text", "text": clip(text, MAX_BUTTON)},
+            "action_id": action_id, "value": value, "style": style}
+
+
+def _text_size(blocks: list[dict[str, Any]]) -> int:
+    total = 0
+    for block in blocks:
+        if "text" in block:
+            total += len(block["text"]["text"])
+        total += sum(len(e.get("text", "")) for e in block.get("elements", []) if isinstance(e.get("text"), str))
+    return total
+
+
+def fit(blocks: list[dict[str, Any]], overflow_note: str) -> list[dict[str, Any]]:
+    """Drop trailing blocks until the message is within Slack's limits; say what was left out."""
+    kept: list[dict[str, Any]] = []
+    note = context(overflow_note)
+    budget = MAX_TOTAL_TEXT - _text_size([note])
+    for i, block in enumerate(blocks):
+        if len(kept) >= MAX_BLOCKS - 1 or _text_size(kept + [block]) > budget:
+            return kept + [context(f"{len(blocks) - i} more item(s) not shown. {overflow_note}")]
+        kept.append(block)
+    return kept
+
+
+def run_title(run: Run) -> str:
+    return f"{STATE_ICON.get(run.state, '')} {run.kind.value} {run.id} — {run.state.value.replace('_', ' ')}"
+
+
+def run_message(run: Run, deploy: Run | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The parent message of a run's thread (edited in place as it advances)."""
+    facts = [f"asked by <@{run.requested_by}>", f"env: {run.env}"]
+    if run.ref:
+        facts.append(f"ref: `{run.ref}`")
+    if run.commit:
+        facts.append(f"commit: `{run.commit[:10]}`")
+    if run.fingerprint:
+        facts.append(f"fingerprint: `{run.fingerprint[:12]}`")
+    blocks = [header(f"migrate-bot · {run.kind.value} {run.id}"),
+              section(f"*{run_title(run)}*\n{run.summary}" if run.summary else f"*{run_title(run)}*"),
+              context(*facts)]
+    if deploy is not None:
+        blocks.append(section(f"*{run_title(deploy)}*\n{deploy.summary}"))
+        if deploy.state in (State.AWAITING_APPROVAL, State.SCHEDULED):
+            blocks.append(_approval_actions(deploy))
+    elif run.kind in (Kind.DEPLOY, Kind.UNBLOCK) and run.state is State.AWAITING_APPROVAL:
+        blocks.append(_approval_actions(run))
+    return redact(run_title(run)), blocks
+
+
+def _approval_actions(run: Run) -> dict[str, Any]:
+    return {"type": "actions", "block_id": f"approval:{run.id}",
+            "elements": [_button("Approve", "approve", run.id, "primary"), _button("Reject", "reject", run.id, "danger")]}
+
+
+def check_line(check: Check) -> str:
+    return f"{STATUS_ICON[check.status]} `{check.name}` {check.message}"
+
+
+def report_blocks(report: Report) -> tuple[str, list[dict[str, Any]]]:
+    """Per-check details grouped per migration: failures first, then the rest."""
+    text = report.summary()
+    blocks: list[dict[str, Any]] = [section(f"*{text}*")]
+    if report.error:
+        blocks.append(section(f":warning: {report.error}"))
+    failing = [c for c in report.checks if c.status.fails_gate]
+    others = [c for c in report.checks if not c.status.fails_gate]
+    for group in _grouped(failing) + _grouped(others):
+        blocks.append(section("\n".join(group)))
+    return redact(text), fit(blocks, "The full log is attached to this thread.")
+
+
+def _grouped(checks: list[Check]) -> list[list[str]]:
+    """Lines grouped per migration (general checks first), each group within a section's limit."""
+    groups: dict[str, list[str]] = {}
+    for check in checks:
+        groups.setdefault(check.migration or "", []).append(check_line(check))
+    out: list[list[str]] = []
+    for migration, lines in groups.items():
+        chunk: list[str] = [f"*{migration}*"] if migration else []
+        for line in lines:
+            if sum(len(x) + 1 for x in chunk) + len(line) > MAX_SECTION - 10:
+                out.append(chunk)
+                chunk = []
+            chunk.append(clip(line, MAX_SECTION - 10))
+        if chunk:
+            out.append(chunk)
+    return out
+
+
+def triage_blocks(findings: list[Finding]) -> tuple[str, list[dict[str, Any]]]:
+    text = f"Triage: {len(findings)} failure(s) to fix before deploying"
+    blocks = [section(f"*{text}*")]
+    for f in findings:
+        fix = clip(f.fix, MAX_SECTION - 200)
+        blocks.append(section(f"*{f.title}* — `{f.check}`\n{clip(f.why, 150)}\n```{fix}```"))
+    return redact(text), fit(blocks, "See the attached log for the rest.")
+
+
+def text_blocks(text: str) -> list[dict[str, Any]]:
+    return [section(text)]
+
+
+# -- terminal ---------------------------------------------------------------------
+def terminal_run(run: Run) -> str:
+    line = f"[{run.id}] {run.kind.value}: {run.state.value.replace('_', ' ')}"
+    return redact(line + (f" — {run.summary}" if run.summary else ""))
+
+
+def terminal_report(report: Report) -> str:
+    return "\n".join(report.lines())

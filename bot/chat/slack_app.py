@@ -1,0 +1,199 @@
+"""slack-bolt wiring: ack -> parse -> authorize -> hand off. No workflow logic here.
+
+Every listener acknowledges at once and passes the work to the bot's own
+thread pool (bolt has five listener threads; slow runs must never hold
+them). The run service decides; ``SlackAnnouncer`` renders its news into the
+run's thread: the parent message edited in place, replies for details,
+triage and the uploaded log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from bot import messages
+from bot.chat import commands as cmd
+from bot.chat import render
+from bot.chat.guard import looks_like_secret
+from bot.config import Settings
+from bot.redact import redact
+from bot.chat.dispatch import dispatch
+from bot.runs.model import Run
+from bot.runs.service import RunService
+from bot.runs.store import Store
+from bot.workflow import triage as triage_mod
+from bot.workflow.report import Report
+
+log = logging.getLogger(__name__)
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+def make_client(token: str, api_url: str = "") -> WebClient:
+    """A WebClient that survives 429 (honouring Retry-After), 5xx and dropped connections."""
+    base = api_url or DEFAULT_API_URL
+    if not base.endswith("/"):
+        base += "/"
+    return WebClient(token=token, base_url=base, retry_handlers=[
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=5),
+        ServerErrorRetryHandler(max_retry_count=3),
+    ])
+
+
+class SlackAnnouncer:
+    """Renders run news into Slack. Chat hiccups are logged, never raised into the run."""
+
+    def __init__(self, client: WebClient, store: Store) -> None:
+        self.client = client
+        self.store = store
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except SlackApiError as exc:
+            log.error("slack %s failed: %s", what, exc.response.get("error") if exc.response else "unknown")
+        except Exception as exc:  # noqa: BLE001 - a dead network must not kill a deploy
+            log.error("slack %s failed: %s", what, type(exc).__name__)
+        return None
+
+    def run_started(self, run: Run) -> str:
+        text, blocks = render.run_message(run)
+        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, text=text,
+                              blocks=blocks)
+        return str(response["ts"]) if response else ""
+
+    def run_updated(self, run: Run) -> None:
+        if not run.thread_ts:
+            return
+        parent, deploy = self._thread_runs(run)
+        text, blocks = render.run_message(parent, deploy)
+        self._call("chat.update", self.client.chat_update, channel=run.channel, ts=run.thread_ts, text=text,
+                   blocks=blocks)
+
+    def _thread_runs(self, run: Run) -> tuple[Run, Run | None]:
+        """The thread's first run and its deploy (if any): the parent message shows both."""
+        if run.parent:
+            return self.store.get_run(run.parent) or run, run
+        child = self.store.run_by_message(run.channel, run.thread_ts)
+        return run, child if child and child.id != run.id else None
+
+    def say(self, run: Run, text: str) -> None:
+        if not text or not run.thread_ts:
+            return
+        self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, thread_ts=run.thread_ts,
+                   text=redact(text), blocks=render.text_blocks(text))
+
+    def report(self, run: Run, report: Report) -> None:
+        if not run.thread_ts:
+            return
+        text, blocks = render.report_blocks(report)
+        self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, thread_ts=run.thread_ts,
+                   text=text, blocks=blocks)
+        findings = triage_mod.triage(report.checks)
+        if findings:
+            text, blocks = render.triage_blocks(findings)
+            self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel,
+                       thread_ts=run.thread_ts, text=text, blocks=blocks)
+        log_text = render.terminal_report(report)
+        if findings:
+            log_text += "\n\n" + triage_mod.render_text(findings)
+        self._call("files_upload_v2", self.client.files_upload_v2, channel=run.channel, thread_ts=run.thread_ts,
+                   content=redact(log_text), filename=f"{run.id}-{run.kind.value}.log",
+                   title=f"{run.kind.value} {run.id} log")
+
+
+class GroupCache:
+    """usergroups.users.list, cached briefly: approvals must not hammer the API."""
+
+    def __init__(self, client: WebClient, ttl_s: float = 300.0) -> None:
+        self.client, self.ttl_s = client, ttl_s
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+
+    def __call__(self, group: str) -> set[str]:
+        hit = self._cache.get(group)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        try:
+            users = set(self.client.usergroups_users_list(usergroup=group)["users"])
+        except SlackApiError as exc:
+            log.error("usergroups.users.list %s failed: %s", group, exc.response.get("error"))
+            users = hit[1] if hit else set()
+        self._cache[group] = (time.monotonic(), users)
+        return users
+
+
+def build_app(settings: Settings, service: RunService, client: WebClient, signing_secret: str,
+              pool: ThreadPoolExecutor) -> App:
+    app = App(client=client, signing_secret=signing_secret, process_before_response=False)
+    store = service.store
+
+    @app.command("/migrate")
+    def on_migrate(ack: Callable, command: dict, respond: Callable) -> None:
+        ack()
+        pool.submit(_answer, service, respond, command.get("text", ""), command["user_id"], command["channel_id"])
+
+    @app.event("reaction_added")
+    def on_reaction_added(event: dict, body: dict) -> None:
+        if store.first_time(body.get("event_id", "")):
+            pool.submit(_react, service, event, True)
+
+    @app.event("reaction_removed")
+    def on_reaction_removed(event: dict, body: dict) -> None:
+        if store.first_time(body.get("event_id", "")):
+            pool.submit(_react, service, event, False)
+
+    @app.action("approve")
+    def on_approve(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        pool.submit(service.approve, action["value"], body["user"]["id"])
+
+    @app.action("reject")
+    def on_reject(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        pool.submit(service.reject, action["value"], body["user"]["id"])
+
+    @app.event("message")
+    def on_message(event: dict, body: dict) -> None:
+        if event.get("bot_id") or event.get("subtype") or not store.first_time(body.get("event_id", "")):
+            return
+        kind = looks_like_secret(event.get("text"))
+        if kind:
+            pool.submit(_warn_credential, client, event, kind)
+
+    return app
+
+
+def _answer(service: RunService, respond: Callable, text: str, user: str, channel: str) -> None:
+    try:
+        reply = dispatch(service, cmd.parse(text), user, channel)
+        respond(text=redact(reply.text), response_type="ephemeral")
+    except Exception as exc:  # noqa: BLE001 - the user gets a sentence, the log gets the type
+        log.error("command failed: %s", type(exc).__name__)
+        respond(text=messages.UNEXPECTED.format(error=type(exc).__name__), response_type="ephemeral")
+
+
+def _react(service: RunService, event: dict, added: bool) -> None:
+    item = event.get("item") or {}
+    if item.get("type") != "message":
+        return
+    service.react(item.get("channel", ""), item.get("ts", ""), event.get("user", ""), event.get("reaction", ""), added)
+
+
+def _warn_credential(client: WebClient, event: dict, kind: str) -> None:
+    text = messages.CREDENTIAL_WARNING.format(user=event.get("user", "someone"), what=kind)
+    try:
+        client.chat_postMessage(channel=event["channel"], thread_ts=event.get("thread_ts") or event["ts"], text=text)
+    except SlackApiError as exc:
+        log.error("credential warning failed: %s", exc.response.get("error"))

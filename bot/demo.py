@@ -1,0 +1,103 @@
+"""`make demo`: the whole workflow on throwaway clusters, through the terminal chat adapter.
+
+Two local clusters (prod, staging) on 127.0.0.1, a small app schema with
+data, then the runbook as a team would live it in chat: refresh staging, a
+migration set that fails the gate for a real reason (an FK over orphaned
+rows) with its triage, the fixed set passing, a self-approval that does not
+count, an approval by a second person, the deploy and its spot checks.
+Everything is removed at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+
+from bot import config, devcluster
+from bot.app import create_service
+from bot.chat.shell import Shell, ShellAnnouncer
+from bot.runs.model import Kind
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REQUESTER, APPROVER = "U_RITA", "U_ADA"
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1m── {text}\033[0m" if sys.stdout.isatty() else f"\n── {text}", flush=True)
+
+
+def seed(cluster: devcluster.LocalCluster) -> None:
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE shop")
+    with psycopg.connect(cluster.url("shop"), autocommit=True) as conn:
+        conn.execute((EXAMPLES / "seed.sql").read_text())
+
+
+def demo_settings(base: Path, prod: devcluster.LocalCluster, staging: devcluster.LocalCluster) -> config.Settings:
+    os.environ["PROD_DATABASE_URL"] = prod.url("shop")
+    os.environ["STAGING_DATABASE_URL"] = staging.url("shop")
+    settings = config.Settings(source="demo")
+    return replace(
+        settings,
+        migrations=replace(settings.migrations, dir=str(EXAMPLES / "01-orphaned-fk")),
+        state=config.State(path=str(base / "state.db")),
+        policy=replace(settings.policy, approvers=[APPROVER]),
+        refresh=replace(settings.refresh, mask=["users.email"]),
+    )
+
+
+def script(shell: Shell, fixed_dir: str) -> int:
+    service = shell.service
+    banner("1. Refresh staging from prod (users.email masked on the way)")
+    shell.handle("/migrate refresh")
+    banner("2. Validate examples/01-orphaned-fk: an FK added over orphaned rows")
+    failed = shell.handle("/migrate validate")
+    failed_id = failed.run.id if failed and failed.run else ""
+    banner("3. What went wrong, and the fix, in the thread")
+    shell.handle(f"/migrate triage {failed_id}")
+    banner("4. The team writes the runbook's fix (examples/02-fixed) and validates again")
+    service.settings = replace(service.settings, migrations=replace(service.settings.migrations, dir=fixed_dir))
+    shell.handle("/migrate validate")
+    deploy = service.store.latest_run(Kind.DEPLOY)
+    if deploy is None:
+        print("The fixed set did not pass, so there is nothing to deploy. See the lines above.")
+        return 1
+    banner("5. Approvals: the requester's own reaction does not count; an approver's does")
+    shell.handle(f"react :white_check_mark: {deploy.id} as {REQUESTER}")
+    shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
+    banner("6. Deploy to prod: preflight, apply, spot checks, hold-backs")
+    shell.handle(f"/migrate deploy {deploy.id}")
+    banner("7. History")
+    shell.handle("/migrate history")
+    final = service.store.get_run(deploy.id)
+    return 0 if final and final.state.value == "deployed" else 1
+
+
+def main() -> int:
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="migrate-bot-demo-"))
+    clusters: list[devcluster.LocalCluster] = []
+    try:
+        banner("Starting two throwaway PostgreSQL clusters (prod, staging) on 127.0.0.1")
+        for name in ("prod", "staging"):
+            clusters.append(devcluster.create_cluster(base, name, f"demo-{name}-" + os.urandom(6).hex()))
+        seed(clusters[0])
+        with psycopg.connect(clusters[1].url("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE shop")
+        print(f"prod on port {clusters[0].port} (users, orders: 20,003 rows), staging on port {clusters[1].port} (empty)")
+        settings = demo_settings(base, clusters[0], clusters[1])
+        service = create_service(settings, ShellAnnouncer())
+        shell = Shell(service, user=REQUESTER)
+        code = script(shell, str(EXAMPLES / "02-fixed"))
+        service.executor.shutdown(wait=True)
+        banner(f"Done in {time.monotonic() - started:.0f}s: " + ("the fixed set is deployed." if code == 0 else "see above."))
+        return code
+    finally:
+        devcluster.remove(base, clusters)
+        print("Clusters stopped and removed.")

@@ -1,0 +1,94 @@
+"""Runs and approvals as plain data, and the lifecycle they move through.
+
+validate / refresh:  requested -> running -> passed | failed | error
+deploy:              awaiting_approval -> scheduled -> running -> deployed | failed | interrupted
+unblock:             awaiting_approval -> scheduled -> running -> passed | failed | error
+any state before running can become cancelled; running becomes interrupted
+when the bot restarts under it. Transitions outside this table are refused,
+so a bug can never, say, deploy a cancelled run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    VALIDATE = "validate"
+    REFRESH = "refresh"
+    DEPLOY = "deploy"
+    UNBLOCK = "unblock"
+
+
+class State(StrEnum):
+    REQUESTED = "requested"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    AWAITING_APPROVAL = "awaiting_approval"
+    SCHEDULED = "scheduled"
+    DEPLOYED = "deployed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED, State.CANCELLED, State.REJECTED}
+
+TRANSITIONS: dict[State, set[State]] = {
+    State.REQUESTED: {State.RUNNING, State.CANCELLED, State.INTERRUPTED, State.AWAITING_APPROVAL},
+    State.AWAITING_APPROVAL: {State.SCHEDULED, State.CANCELLED, State.REJECTED},
+    State.SCHEDULED: {State.RUNNING, State.CANCELLED, State.AWAITING_APPROVAL},
+    State.RUNNING: {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED},
+}
+
+ENVIRONMENT = {Kind.VALIDATE: "staging", Kind.REFRESH: "staging", Kind.DEPLOY: "prod", Kind.UNBLOCK: "prod"}
+
+
+def new_run_id() -> str:
+    return "r-" + secrets.token_hex(4)
+
+
+def can_move(current: State, target: State) -> bool:
+    return target in TRANSITIONS.get(current, set())
+
+
+@dataclass
+class Run:
+    id: str
+    kind: Kind
+    state: State
+    requested_by: str
+    channel: str = ""
+    thread_ts: str = ""  # the parent message: edited in place as the run advances
+    fingerprint: str = ""
+    commit: str = ""
+    ref: str = ""
+    parent: str = ""  # a deploy's validation run
+    summary: str = ""  # one line for status/history
+    report: str = ""  # the step's Report as JSON
+    created_at: str = ""
+    updated_at: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # kind-specific (unblock pids, …)
+
+    @property
+    def env(self) -> str:
+        return ENVIRONMENT[self.kind]
+
+
+@dataclass(frozen=True)
+class Approval:
+    run_id: str
+    user: str
+    verdict: str  # "approve" | "reject"
+    fingerprint: str
+    created_at: str
+    revoked_at: str = ""

@@ -1,0 +1,3 @@
+-- Tie every order to its user. Looks harmless; fails on real data.
+ALTER TABLE orders
+    ADD CONSTRAINT orders_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id);
