@@ -1,2 +1,0 @@
--- The FK's column needs an index, built without blocking writes.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);

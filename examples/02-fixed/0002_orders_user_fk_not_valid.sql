@@ -1,3 +1,0 @@
--- New rows are checked at once; existing rows are validated separately.
-ALTER TABLE orders
-    ADD CONSTRAINT orders_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;
