@@ -1,0 +1,2 @@
+-- orders_pkey is bloated after the 2024 purge
+REINDEX TABLE orders;

@@ -1,0 +1,3 @@
+BEGIN;
+CREATE INDEX CONCURRENTLY idx_orders_created_at ON orders (created_at);
+COMMIT;

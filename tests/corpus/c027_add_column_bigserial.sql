@@ -1,0 +1,1 @@
+ALTER TABLE events_log ADD COLUMN seq bigserial;

@@ -1,0 +1,1 @@
+ALTER TABLE accounts ADD COLUMN account_no bigint GENERATED ALWAYS AS IDENTITY;

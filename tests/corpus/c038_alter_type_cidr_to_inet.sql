@@ -1,0 +1,1 @@
+ALTER TABLE allowed_networks ALTER COLUMN network TYPE inet;

@@ -1,0 +1,1 @@
+ALTER TABLE legacy_payments ADD PRIMARY KEY (id);

@@ -1,0 +1,2 @@
+-- migrate:cleanup
+ALTER TABLE users DROP COLUMN IF EXISTS legacy_flags;

@@ -1,0 +1,2 @@
+DROP TYPE order_state;
+DROP SCHEMA billing CASCADE;

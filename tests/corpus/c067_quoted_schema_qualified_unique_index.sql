@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX "Users_Email_lower_idx" ON public."users" (lower(email));

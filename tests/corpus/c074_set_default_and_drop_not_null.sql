@@ -1,0 +1,3 @@
+ALTER TABLE orders
+    ALTER COLUMN status SET DEFAULT 'pending',
+    ALTER COLUMN created_at DROP NOT NULL;
