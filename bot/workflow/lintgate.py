@@ -18,10 +18,18 @@ def finding_check(migration: Migration, finding: Finding) -> Check:
     return Check(name, status, f"{migration.label}: {finding.message}", migration=migration.label, details=details)
 
 
-def lint_checks(migrations: list[Migration]) -> list[Check]:
+def lint_checks(migrations: list[Migration], schema_sql: str = "") -> list[Check]:
+    """Lint each migration knowing what runs before it.
+
+    ``schema_sql`` describes the database the set starts from; each migration
+    also sees the migrations before it in the set, so an index created in
+    0001 counts for the foreign key added in 0002.
+    """
     checks: list[Check] = []
+    context = [schema_sql] if schema_sql else []
     for m in migrations:
-        findings = lint_sql(m.sql, path=m.path, cleanup=m.cleanup)
+        findings = lint_sql(m.sql, path=m.path, cleanup=m.cleanup, schema_sql="\n".join(context))
+        context.append(m.sql)
         if not findings:
             checks.append(Check(f"lint.{m.label}", Status.PASSED, f"{m.label}: no unsafe patterns found", migration=m.label))
         checks += [finding_check(m, f) for f in findings]
