@@ -25,6 +25,7 @@ from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks
 from bot.workflow.report import Report, Status
 from bot.workflow.targets import database_url
+from bot.workflow.trace import StagingTrace
 
 
 @dataclass
@@ -92,7 +93,12 @@ def _preflight_prod(prod: psycopg.Connection, settings: Settings, report: Report
 
 def _preflight_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
                        pending: list[Migration], report: Report) -> bool:
-    """Extensions, freshness, blockers and headroom on staging; False = do not apply."""
+    """Extensions, freshness, blockers and headroom on staging; False = do not apply.
+
+    Earlier failures (static lint) do not stop the apply: running the set on
+    staging still yields the data and lock evidence the triage needs.
+    """
+    failures_before = len(report.failures)
     staging_history = applier_mod.read_history(staging)
     already = [m.label for m in pending if m.version in staging_history]
     if already:
@@ -117,17 +123,18 @@ def _preflight_staging(staging: psycopg.Connection, settings: Settings, options:
         report.add(check)
     report.add(checks.idle_in_transaction(staging, "staging", settings.gate.idle_in_transaction_minutes))
     report.add(checks.connection_headroom(staging, "staging", settings.gate.connections_needed))
-    return not report.failures
+    return len(report.failures) == failures_before
 
 
 def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
                       pending: list[Migration], report: Report) -> None:
     applier_mod.ensure_history(staging)
     gate = settings.gate
+    hooks = options.hooks or StagingTrace(gate)  # locks, rewrites, durations + data pre-checks, on prod-sized data
     applier = applier_mod.Applier(
         conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries,
         statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
-        hooks=options.hooks, on_event=options.on_event,
+        hooks=hooks, on_event=options.on_event,
     )
     options.on_event("step", {"step": "apply", "env": "staging", "count": len(pending)})
     with applier_mod.environment_lock(staging, "staging"):
