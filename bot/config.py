@@ -54,6 +54,7 @@ class Gate:
     transaction_budget_s: float = 15.0
     migration_budget_s: float = 180.0
     perf_regression_pct: float = 20.0
+    perf_queries: int = 20  # prod's top N queries (pg_stat_statements) re-planned on staging; 0 = off
     lint: bool = True
 
 

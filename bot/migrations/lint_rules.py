@@ -1,9 +1,13 @@
 """The hazards themselves: one function per rule, reading pglast AST nodes.
 
-``lint.py`` owns parsing, comments, directives and transaction boundaries; this
-module only answers "is this statement dangerous, given what the migration has
-done so far?" and says how to do it safely. Rules yield ``Hit``s (rule id,
-message, fix); the driver adds line numbers, statement text and directives.
+``lint.py`` drives a file through them; this module answers "is this
+statement dangerous, given what the migration has done so far?" and says how
+to do it safely. Rules yield ``Hit``s (rule id, message, fix); the driver adds
+line numbers, statement text and directives. Here: the registry of rules by
+statement type (``check_statement``), index and CONCURRENTLY rules,
+whole-statement rules (renames, drops, VACUUM FULL, CLUSTER, TRUNCATE, FK
+indexes) and the file-level rule about ACCESS EXCLUSIVE held while more
+statements run. ALTER TABLE subcommand rules live in ``lint_alter``.
 
 Everything is decided on PostgreSQL's own parse tree (pglast), never on the
 SQL text, so quoting, ``IF EXISTS``, ``ONLY``, schema-qualified names and
@@ -15,242 +19,41 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pglast import ast, enums
-from pglast.stream import RawStream, maybe_double_quote_name
 
-if TYPE_CHECKING:  # the driver owns these; imported for annotations only (no import cycle)
-    from bot.migrations.lint import Ctx, Stmt
-
-AT = enums.AlterTableType
-CT = enums.ConstrType
-OT = enums.ObjectType
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A rule firing on one statement; ``severity`` None means the RULES default."""
-
-    rule: str
-    message: str
-    fix: str
-    severity: str | None = None
-
-
-Check = Callable[[ast.Node, "Stmt", "Ctx"], Iterator[Hit]]
-CmdCheck = Callable[[ast.AlterTableStmt, ast.AlterTableCmd, "Stmt", "Ctx"], Iterator[Hit]]
-
-
-# --------------------------------------------------------------------------
-# AST helpers shared with the driver
-# --------------------------------------------------------------------------
-
-RelKey = tuple[str, str]
-
-
-def obj_key(names: list[str]) -> RelKey:
-    """(schema or "", name) for a dotted name; "public" and unqualified compare equal."""
-    schema = names[-2] if len(names) >= 2 else ""
-    return ("" if schema == "public" else schema, names[-1])
-
-
-def rel_key(rv: ast.RangeVar) -> RelKey:
-    """Comparable key of a RangeVar (quoted names keep their case, as PostgreSQL does)."""
-    return obj_key([rv.schemaname, rv.relname] if rv.schemaname else [rv.relname])
-
-
-def walk(node: object) -> Iterator[ast.Node]:
-    """Every AST node below (and including) ``node``."""
-    if isinstance(node, ast.Node):
-        yield node
-        for attr in node:
-            yield from walk(getattr(node, attr))
-    elif isinstance(node, (tuple, list)):
-        for item in node:
-            yield from walk(item)
-
-
-def column_constraints(col: ast.ColumnDef) -> dict[CT, ast.Constraint]:
-    """A column's inline constraints by kind (last one wins, as in PostgreSQL)."""
-    return {c.contype: c for c in col.constraints or ()}
-
-
-def fk_columns(con: ast.Constraint) -> list[str]:
-    """Referencing columns of a table-level FOREIGN KEY constraint."""
-    return [a.sval for a in con.fk_attrs or ()]
-
-
-def index_columns(node: ast.IndexStmt) -> tuple[str | None, ...]:
-    """Key columns of an index; expressions are None (they never lead an FK lookup)."""
-    return tuple(e.name for e in node.indexParams or ())
-
-
-# --------------------------------------------------------------------------
-# Column types and which changes PostgreSQL can do without a rewrite
-# --------------------------------------------------------------------------
-
-_ALIASES = {
-    "int": "int4", "integer": "int4", "bigint": "int8", "smallint": "int2", "decimal": "numeric",
-    "boolean": "bool", "real": "float4", "float": "float8", "char": "bpchar", "character": "bpchar",
-    "serial4": "serial", "serial8": "bigserial", "serial2": "smallserial",
-}
-_BUILTIN = frozenset(
-    "int2 int4 int8 float4 float8 numeric bool text varchar bpchar date time timetz timestamp timestamptz "
-    "interval uuid json jsonb bytea inet cidr macaddr macaddr8 bit varbit money xml tsvector oid "
-    "serial bigserial smallserial point line box polygon circle".split()
+from bot.migrations.lint_alter import (
+    check_add_column,
+    check_add_constraint,
+    check_alter_type,
+    check_drop_column,
+    check_set_not_null,
+    check_validate,
+    jsonb_type,
 )
-# Targets some other type can reach without a rewrite (binary-coercible or typmod-widening).
-_MAYBE_NO_REWRITE = frozenset("text varchar numeric inet varbit timestamp timestamptz time timetz interval".split())
-_PRECISION_TYPES = frozenset("timestamp timestamptz time timetz".split())
+from bot.migrations.lint_ast import (
+    AT,
+    CT,
+    OT,
+    Hit,
+    alter,
+    cleanup_fix,
+    col_list,
+    column_constraints,
+    fk_columns,
+    join_lines,
+    literal,
+    obj_key,
+    q,
+    rel,
+    rel_key,
+    sql,
+)
+from bot.migrations.lint_parse import Stmt
+from bot.migrations.lint_types import Ctx, coltype
 
-
-@dataclass(frozen=True)
-class ColType:
-    """A normalized column type: canonical name, integer typmods, array flag."""
-
-    name: str
-    mods: tuple[int | None, ...] = ()
-    array: bool = False
-    builtin: bool = True
-
-    @property
-    def display(self) -> str:
-        """`varchar(100)`-style text for messages."""
-        mods = f"({','.join(str(m) for m in self.mods)})" if self.mods else ""
-        return f"{self.name}{mods}{'[]' if self.array else ''}"
-
-
-def coltype(tn: ast.TypeName) -> ColType:
-    """Normalize a TypeName: `character varying(20)`, `pg_catalog.varchar(20)` and `varchar(20)` are equal."""
-    names = [n.sval for n in tn.names]
-    last = names[-1].lower()
-    builtin = (len(names) == 2 and names[0] == "pg_catalog") or (len(names) == 1 and (last in _BUILTIN or last in _ALIASES))
-    name = _ALIASES.get(last, last) if builtin else ".".join(names)
-    mods = tuple(
-        m.val.ival if isinstance(m, ast.A_Const) and isinstance(m.val, ast.Integer) else None for m in tn.typmods or ()
-    )
-    return ColType(name, mods, bool(tn.arrayBounds), builtin and not tn.pct_type)
-
-
-def type_change_verdict(old: ColType | None, new: ColType, server_version_num: int) -> str:
-    """'safe' | 'rewrite' | 'timezone' (UTC-dependent) | 'unknown' (needs the live schema)."""
-    if old is None:
-        maybe = new.name in _MAYBE_NO_REWRITE or not new.builtin
-        return "unknown" if maybe and not new.array else "rewrite"
-    if (old.name, old.mods, old.array) == (new.name, new.mods, new.array):
-        return "safe"
-    if old.array != new.array:
-        return "rewrite"
-    if not (old.builtin and new.builtin):
-        return "unknown"
-    return _builtin_change(old, new, server_version_num)
-
-
-def _builtin_change(old: ColType, new: ColType, server_version_num: int) -> str:
-    """Mirror of PostgreSQL's binary-coercion and typmod support functions for built-in types."""
-    pair = (old.name, new.name)
-    if pair == ("varchar", "text") or (pair == ("text", "varchar") and not new.mods) or pair == ("cidr", "inet"):
-        return "safe"
-    if old.name == new.name == "numeric":
-        return "safe" if _numeric_widens(old.mods, new.mods) else "rewrite"
-    if old.name == new.name and old.name in ("varchar", "varbit") or pair == ("bit", "varbit"):
-        return "safe" if _widens(old.mods, new.mods) else "rewrite"
-    if old.name == new.name and old.name in _PRECISION_TYPES | {"interval"}:
-        return "safe" if _widens(old.mods, new.mods, unconstrained=6) else "rewrite"
-    if set(pair) == {"timestamp", "timestamptz"}:
-        if server_version_num < 120000 or not _widens(old.mods, new.mods, unconstrained=6):
-            return "rewrite"
-        return "timezone"
-    return "rewrite"
-
-
-def _widens(old: tuple, new: tuple, unconstrained: int | None = None) -> bool:
-    """True when the new length/precision limit admits every old value."""
-    if not new or new[0] is None:
-        return True
-    if not old or old[0] is None:
-        return unconstrained is not None and new[0] >= unconstrained
-    return new[0] >= old[0]
-
-
-def _numeric_widens(old: tuple, new: tuple) -> bool:
-    """numeric(p,s) -> numeric(p2>=p, s) or unconstrained numeric keeps every value's bytes."""
-    if not new:
-        return True
-    if not old or None in old or None in new:
-        return False
-    old_scale = old[1] if len(old) > 1 else 0
-    new_scale = new[1] if len(new) > 1 else 0
-    return new_scale == old_scale and new[0] >= old[0]
-
-
-# --------------------------------------------------------------------------
-# SQL rendering helpers: deparse the statement's own nodes so fixes carry
-# its real, correctly quoted names. Fix builders copy a node shallowly and
-# only ever *replace* its attributes, so the parsed statement stays intact.
-# --------------------------------------------------------------------------
-
-
-def sql(node: ast.Node) -> str:
-    """Deparse an AST node back to SQL text."""
-    return RawStream()(node)
-
-
-def q(name: str) -> str:
-    """Quote an identifier only when PostgreSQL needs it."""
-    return maybe_double_quote_name(name)
-
-
-def rel(rv: ast.RangeVar) -> str:
-    """A relation's name as written (schema-qualified, quoted), without ONLY."""
-    return ".".join(q(part) for part in (rv.catalogname, rv.schemaname, rv.relname) if part)
-
-
-def alter(stmt: ast.AlterTableStmt, *cmds: ast.AlterTableCmd) -> str:
-    """The statement's own ALTER TABLE header (IF EXISTS, ONLY, name) with other subcommands."""
-    clone = copy.copy(stmt)
-    clone.cmds = tuple(cmds)
-    return sql(clone) + ";"
-
-
-def _cmd(subtype: AT, **kw: object) -> ast.AlterTableCmd:
-    return ast.AlterTableCmd(subtype=subtype, behavior=enums.DropBehavior.DROP_RESTRICT, **kw)
-
-
-def _validate(stmt: ast.AlterTableStmt, conname: str) -> str:
-    return alter(stmt, _cmd(AT.AT_ValidateConstraint, name=conname))
-
-
-def _not_null_steps(stmt: ast.AlterTableStmt, col: str, value: str = "<value>") -> str:
-    """The PG12+ online NOT NULL sequence for one column."""
-    table = stmt.relation.relname
-    con = f"{table}_{col}_not_null"
-    check = ast.Constraint(
-        contype=CT.CONSTR_CHECK,
-        conname=con,
-        raw_expr=ast.NullTest(arg=_colref(col), nulltesttype=enums.NullTestType.IS_NOT_NULL),
-        skip_validation=True,
-        initially_valid=False,
-        is_enforced=True,
-    )
-    return _lines(
-        alter(stmt, _cmd(AT.AT_AddConstraint, def_=check)),
-        f"UPDATE {rel(stmt.relation)} SET {q(col)} = {value} WHERE {q(col)} IS NULL;  -- backfill, in batches",
-        "-- then, in a separate migration:",
-        _validate(stmt, con),
-        alter(stmt, _cmd(AT.AT_SetNotNull, name=col)),
-        alter(stmt, _cmd(AT.AT_DropConstraint, name=con)),
-    )
-
-
-def _colref(col: str) -> ast.ColumnRef:
-    return ast.ColumnRef(fields=(ast.String(sval=col),))
-
-
-def _cols(names: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(q(n) for n in names)
+Check = Callable[[ast.Node, Stmt, Ctx], Iterator[Hit]]
+CmdCheck = Callable[[ast.AlterTableStmt, ast.AlterTableCmd, Stmt, Ctx], Iterator[Hit]]
 
 
 # --------------------------------------------------------------------------
@@ -312,7 +115,7 @@ def check_drop_index(node: ast.DropStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     )
 
 
-def _check_detach(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
+def check_detach(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     """DETACH PARTITION (non-concurrent) locks the whole partitioned table."""
     part = cmd.def_
     if part.concurrent:
@@ -342,7 +145,7 @@ def _concurrently_in_tx(st: Stmt, what: str) -> Iterator[Hit]:
 
 
 # --------------------------------------------------------------------------
-# ALTER TABLE subcommands
+# ALTER TABLE: each subcommand to its rules (lint_alter)
 # --------------------------------------------------------------------------
 
 
@@ -353,369 +156,6 @@ def check_alter_table(node: ast.AlterTableStmt, st: Stmt, ctx: Ctx) -> Iterator[
     for cmd in node.cmds or ():
         for check in CMD_CHECKS.get(cmd.subtype, ()):
             yield from check(node, cmd, st, ctx)
-
-
-def _check_add_column(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """ADD COLUMN is instant on PG11+ only with a constant, non-volatile default and no scans."""
-    col: ast.ColumnDef = cmd.def_
-    yield from _json_column(stmt, col, cmd)
-    if ctx.is_new(stmt.relation):
-        return
-    parts = column_constraints(col)
-    typ = coltype(col.typeName)
-    if typ.name in ("serial", "bigserial", "smallserial") or CT.CONSTR_IDENTITY in parts:
-        yield _serial_hit(stmt, col, typ)
-    elif CT.CONSTR_GENERATED in parts:
-        yield _generated_hit(stmt, col, parts[CT.CONSTR_GENERATED])
-    else:
-        default = parts.get(CT.CONSTR_DEFAULT)
-        has_default = default is not None and not _is_null_const(default.raw_expr)
-        if (col.is_not_null or CT.CONSTR_NOTNULL in parts or CT.CONSTR_PRIMARY in parts) and not has_default:
-            yield _not_null_no_default_hit(stmt, col)
-        if has_default:
-            yield from _volatile_default(stmt, col, default.raw_expr, ctx)
-    yield from _inline_constraints(stmt, col, parts)
-
-
-def _serial_hit(stmt: ast.AlterTableStmt, col: ast.ColumnDef, typ: ColType) -> Hit:
-    table, name = rel(stmt.relation), q(col.colname)
-    seq = f"{stmt.relation.relname}_{col.colname}_seq"
-    base = {"serial": "integer", "smallserial": "smallint"}.get(typ.name, "bigint")
-    fix = _lines(
-        f"CREATE SEQUENCE {q(seq)};",
-        f"ALTER TABLE {table} ADD COLUMN {name} {base};",
-        f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT nextval('{seq}');",
-        f"ALTER SEQUENCE {q(seq)} OWNED BY {table}.{name};",
-        "-- then number existing rows in batches (separate migration or job):",
-        f"UPDATE {table} SET {name} = nextval('{seq}') WHERE {name} IS NULL;",
-    )
-    message = f"ADD COLUMN {col.colname} {sql(col.typeName)} on {table} fills every existing row, rewriting the table"
-    return Hit("add-column-serial-or-identity", message, fix)
-
-
-def _generated_hit(stmt: ast.AlterTableStmt, col: ast.ColumnDef, con: ast.Constraint) -> Hit:
-    expr, name = sql(con.raw_expr), q(col.colname)
-    fix = _lines(
-        alter(stmt, _cmd(AT.AT_AddColumn, def_=_without(col, *CT))),
-        f"-- keep it current with a BEFORE INSERT OR UPDATE trigger (NEW.{name} := {expr}), then backfill in batches:",
-        f"UPDATE {rel(stmt.relation)} SET {name} = {expr} WHERE {name} IS NULL;",
-    )
-    message = f"ADD COLUMN {col.colname} GENERATED ALWAYS AS ({expr}) STORED computes every row of {rel(stmt.relation)}, rewriting it"
-    return Hit("add-column-generated-stored", message, fix)
-
-
-def _not_null_no_default_hit(stmt: ast.AlterTableStmt, col: ast.ColumnDef) -> Hit:
-    placeholder = ast.Constraint(contype=CT.CONSTR_DEFAULT, raw_expr=_colref("<value>"))
-    with_default = _without(col, CT.CONSTR_DEFAULT)
-    with_default.constraints = (*(with_default.constraints or ()), placeholder)
-    fix = _lines(
-        alter(stmt, _cmd(AT.AT_AddColumn, def_=with_default)).replace('"<value>"', "<value>"),
-        "-- or add it nullable, backfill, then enforce NOT NULL online:",
-        alter(stmt, _cmd(AT.AT_AddColumn, def_=_without(col, CT.CONSTR_NOTNULL))),
-        _not_null_steps(stmt, col.colname),
-    )
-    message = f"ADD COLUMN {col.colname} NOT NULL without a DEFAULT fails if {rel(stmt.relation)} has any rows"
-    return Hit("add-column-not-null-without-default", message, fix)
-
-
-def _volatile_default(stmt: ast.AlterTableStmt, col: ast.ColumnDef, expr: ast.Node, ctx: Ctx) -> Iterator[Hit]:
-    """PG11+ stores a non-volatile default in the catalog; a volatile one is computed per row."""
-    verdict, fname = default_volatility(expr)
-    if ctx.server_version_num < 110000:
-        verdict, why = "volatile", "every DEFAULT rewrites before PostgreSQL 11"
-    else:
-        why = f"{fname} is volatile"
-    if verdict == "stable":
-        return
-    default, name = sql(expr), q(col.colname)
-    not_null = col.is_not_null or CT.CONSTR_NOTNULL in column_constraints(col)
-    fix = _lines(
-        alter(stmt, _cmd(AT.AT_AddColumn, def_=_without(col, CT.CONSTR_DEFAULT, CT.CONSTR_NOTNULL))),
-        alter(stmt, _cmd(AT.AT_ColumnDefault, name=col.colname, def_=expr)),
-        "-- then backfill existing rows in batches (separate migration or job):",
-        f"UPDATE {rel(stmt.relation)} SET {name} = {default} WHERE {name} IS NULL;",
-        _not_null_steps(stmt, col.colname, default) if not_null else "",
-    )
-    if verdict == "volatile":
-        message = f"ADD COLUMN {col.colname} DEFAULT {default} on {rel(stmt.relation)} rewrites the table ({why})"
-        yield Hit("add-column-volatile-default", message, fix)
-    else:
-        message = (
-            f"ADD COLUMN {col.colname} DEFAULT {default}: cannot tell statically whether {fname} is volatile "
-            f"(a volatile default rewrites {rel(stmt.relation)})"
-        )
-        yield Hit("add-column-volatile-default", message, fix, severity="warning")
-
-
-def _without(col: ast.ColumnDef, *kinds: CT) -> ast.ColumnDef:
-    """A copy of the column definition without the given kinds of inline constraint."""
-    plain = copy.copy(col)
-    plain.constraints = tuple(c for c in col.constraints or () if c.contype not in kinds) or None
-    if CT.CONSTR_NOTNULL in kinds:
-        plain.is_not_null = False
-    return plain
-
-
-def _lines(*parts: str) -> str:
-    """Fix text: the non-empty parts, one per line."""
-    return "\n".join(p for p in parts if p)
-
-
-VOLATILE_FUNCS = frozenset(
-    "random random_normal clock_timestamp timeofday gen_random_uuid gen_random_bytes uuid_generate_v1 "
-    "uuid_generate_v1mc uuid_generate_v4 uuid_generate_v7 uuidv4 uuidv7 nextval setval txid_current "
-    "pg_current_xact_id gen_salt".split()
-)
-NON_VOLATILE_FUNCS = frozenset(
-    "now transaction_timestamp statement_timestamp current_date lower upper btrim trim concat length md5 "
-    "to_jsonb to_json jsonb_build_object jsonb_build_array json_build_object array_fill make_interval "
-    "make_date make_timestamp make_timestamptz date_trunc timezone to_timestamp to_date to_char abs round "
-    "uuid_nil int4 int8 numeric text jsonb array_to_json row_to_json replace substr substring format".split()
-)
-
-
-def default_volatility(expr: ast.Node) -> tuple[str, str]:
-    """('volatile'|'unknown'|'stable', function name) for a DEFAULT expression."""
-    unknown = ""
-    for node in walk(expr):
-        if isinstance(node, ast.FuncCall):
-            name = node.funcname[-1].sval.lower()
-            schema = node.funcname[0].sval.lower() if len(node.funcname) > 1 else "pg_catalog"
-            if name in VOLATILE_FUNCS:
-                return "volatile", f"{name}()"
-            if name not in NON_VOLATILE_FUNCS or schema != "pg_catalog":
-                unknown = unknown or ".".join(n.sval for n in node.funcname) + "()"
-    return ("unknown", unknown) if unknown else ("stable", "")
-
-
-def _is_null_const(expr: ast.Node | None) -> bool:
-    return isinstance(expr, ast.A_Const) and bool(expr.isnull)
-
-
-def _inline_constraints(stmt: ast.AlterTableStmt, col: ast.ColumnDef, parts: dict) -> Iterator[Hit]:
-    """Inline REFERENCES / CHECK / UNIQUE / PRIMARY KEY on ADD COLUMN cannot be NOT VALID or concurrent."""
-    inline = (CT.CONSTR_FOREIGN, CT.CONSTR_CHECK, CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY)
-    if not any(kind in parts for kind in inline):
-        return
-    table = stmt.relation.relname
-    add_plain = alter(stmt, _cmd(AT.AT_AddColumn, def_=_without(col, *inline)))
-    if CT.CONSTR_FOREIGN in parts:
-        con = copy.copy(parts[CT.CONSTR_FOREIGN])
-        con.fk_attrs = (ast.String(sval=col.colname),)
-        con.conname = con.conname or f"{table}_{col.colname}_fkey"
-        yield _fk_hit(stmt, con, prefix=add_plain)
-    if CT.CONSTR_CHECK in parts:
-        con = copy.copy(parts[CT.CONSTR_CHECK])
-        con.conname = con.conname or f"{table}_{col.colname}_check"
-        yield _check_hit(stmt, con, prefix=add_plain)
-    for kind in (CT.CONSTR_PRIMARY, CT.CONSTR_UNIQUE):
-        if kind in parts:
-            con = copy.copy(parts[kind])
-            con.keys = (ast.String(sval=col.colname),)
-            yield _unique_hit(stmt, con, prefix=add_plain)
-
-
-def _check_add_constraint(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """Constraints on existing tables must be added NOT VALID or from a concurrently built index."""
-    con: ast.Constraint = cmd.def_
-    if ctx.is_new(stmt.relation):
-        return
-    if con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
-        named = copy.copy(con)
-        named.conname = con.conname or f"{stmt.relation.relname}_{'_'.join(fk_columns(con))}_fkey"
-        yield _fk_hit(stmt, named)
-    elif con.contype == CT.CONSTR_CHECK and not con.skip_validation:
-        named = copy.copy(con)
-        named.conname = con.conname or f"{stmt.relation.relname}_check"
-        yield _check_hit(stmt, named)
-    elif con.contype in (CT.CONSTR_PRIMARY, CT.CONSTR_UNIQUE, CT.CONSTR_EXCLUSION) and not con.indexname:
-        yield _unique_hit(stmt, con)
-    elif con.contype == CT.CONSTR_PRIMARY:
-        yield from _pk_using_index(stmt, con, ctx)
-
-
-def _fk_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
-    fixed = copy.copy(con)
-    fixed.skip_validation, fixed.initially_valid = True, False
-    fix = alter(stmt, _cmd(AT.AT_AddConstraint, def_=fixed)) + "\n-- then, in a separate migration:\n" + _validate(stmt, fixed.conname)
-    return Hit(
-        "add-foreign-key-without-not-valid",
-        f"FOREIGN KEY {fixed.conname} on {rel(stmt.relation)} ({_cols(fk_columns(con))}) -> {rel(con.pktable)} "
-        "is validated at once: a full scan while writes to both tables are blocked",
-        (prefix + "\n" if prefix else "") + fix,
-    )
-
-
-def _check_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
-    fixed = copy.copy(con)
-    fixed.skip_validation, fixed.initially_valid = True, False
-    fix = alter(stmt, _cmd(AT.AT_AddConstraint, def_=fixed)) + "\n-- then, in a separate migration:\n" + _validate(stmt, fixed.conname)
-    return Hit(
-        "add-check-without-not-valid",
-        f"CHECK {fixed.conname} ({sql(con.raw_expr)}) on {rel(stmt.relation)} is validated at once: "
-        "a full scan under ACCESS EXCLUSIVE",
-        (prefix + "\n" if prefix else "") + fix,
-    )
-
-
-def _unique_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
-    table = stmt.relation.relname
-    keys = [k.sval for k in con.keys or ()]
-    kind = {CT.CONSTR_PRIMARY: "PRIMARY KEY", CT.CONSTR_UNIQUE: "UNIQUE", CT.CONSTR_EXCLUSION: "EXCLUDE"}[con.contype]
-    name = con.conname or (f"{table}_pkey" if con.contype == CT.CONSTR_PRIMARY else f"{table}_{'_'.join(keys)}_key")
-    message = f"{kind} {name} on {rel(stmt.relation)} builds its index in place under ACCESS EXCLUSIVE"
-    if con.contype == CT.CONSTR_EXCLUSION:
-        fix = (
-            "-- EXCLUDE constraints cannot be attached from a concurrently built index:\n"
-            "-- run this in a maintenance window and mark it with\n"
-            f"-- migrate:allow add-unique-constraint-in-place <reason>\n{alter(stmt, _cmd(AT.AT_AddConstraint, def_=con))}"
-        )
-        return Hit("add-unique-constraint-in-place", message, fix)
-    using = ast.Constraint(contype=con.contype, conname=name, indexname=name, is_enforced=True)
-    lines = [prefix] if prefix else []
-    if con.contype == CT.CONSTR_PRIMARY:
-        lines.append(f"-- the key columns ({_cols(keys)}) must be NOT NULL first (see set-not-null-without-check)")
-    lines += [
-        f"CREATE UNIQUE INDEX CONCURRENTLY {q(name)} ON {rel(stmt.relation)} ({_cols(keys)});",
-        "-- then, in the next migration:",
-        alter(stmt, _cmd(AT.AT_AddConstraint, def_=using)),
-    ]
-    return Hit("add-unique-constraint-in-place", message, "\n".join(lines))
-
-
-def _pk_using_index(stmt: ast.AlterTableStmt, con: ast.Constraint, ctx: Ctx) -> Iterator[Hit]:
-    key = rel_key(stmt.relation)
-    cols = ctx.index_columns(con.indexname)
-    nullable = [c for c in cols or () if not ctx.is_not_null(key, c)] if cols else None
-    if cols and not nullable:
-        return
-    what = f"columns ({_cols(nullable)}) are" if nullable else f"the columns of index {con.indexname} are"
-    if nullable:
-        steps = "\n".join(_not_null_steps(stmt, c) for c in nullable)
-    else:
-        steps = f"-- for each key column of {con.indexname} not yet NOT NULL, first run the CHECK ... NOT VALID / VALIDATE / SET NOT NULL sequence"
-    yield Hit(
-        "add-primary-key-nullable-columns",
-        f"ADD PRIMARY KEY USING INDEX {con.indexname} on {rel(stmt.relation)}: {what} not known NOT NULL, "
-        "so it scans the table under ACCESS EXCLUSIVE",
-        steps + "\n" + alter(stmt, _cmd(AT.AT_AddConstraint, def_=con)),
-    )
-
-
-def _check_validate(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """VALIDATE right after ADD ... NOT VALID keeps the ADD's lock during the scan."""
-    if (rel_key(stmt.relation), cmd.name) in ctx.not_valid_here and not ctx.is_new(stmt.relation):
-        yield Hit(
-            "validate-constraint-same-migration",
-            f"VALIDATE CONSTRAINT {cmd.name} on {rel(stmt.relation)} in the migration that added it NOT VALID: "
-            "the scan runs while the ADD's lock is still held",
-            "-- move it to a separate, later migration:\n" + alter(stmt, cmd),
-        )
-
-
-def _check_set_not_null(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """SET NOT NULL scans the table under ACCESS EXCLUSIVE unless a validated CHECK proves it (PG12+)."""
-    key = rel_key(stmt.relation)
-    if ctx.is_new(stmt.relation) or ctx.is_not_null(key, cmd.name) or ctx.has_not_null_check(key, cmd.name):
-        return
-    yield Hit(
-        "set-not-null-without-check",
-        f"SET NOT NULL on {rel(stmt.relation)}.{q(cmd.name)} scans the whole table under ACCESS EXCLUSIVE "
-        f"(no validated CHECK ({q(cmd.name)} IS NOT NULL) first)",
-        _not_null_steps(stmt, cmd.name),
-    )
-
-
-def _check_alter_type(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """Only binary-coercible type changes skip the rewrite; USING always rewrites."""
-    coldef: ast.ColumnDef = cmd.def_
-    if coltype(coldef.typeName).name == "json":
-        yield _jsonb_hit(stmt, cmd, coldef.typeName)
-    if ctx.is_new(stmt.relation):
-        return
-    new = coltype(coldef.typeName)
-    old = ctx.col_types.get((rel_key(stmt.relation), cmd.name))
-    verdict = "rewrite" if coldef.raw_default is not None else type_change_verdict(old, new, ctx.server_version_num)
-    if verdict == "safe":
-        return
-    target = f"{rel(stmt.relation)}.{q(cmd.name)}"
-    source = f" from {old.display}" if old else ""
-    if verdict == "timezone":
-        yield Hit(
-            "alter-column-type-timezone",
-            f"{target}{source} TYPE {sql(coldef.typeName)} skips the rewrite only if the session TimeZone is UTC",
-            f"SET TimeZone = 'UTC';\n{alter(stmt, cmd)}",
-        )
-    elif verdict == "unknown":
-        yield Hit(
-            "alter-column-type-unverified",
-            f"{target} TYPE {sql(coldef.typeName)}: current type unknown here; it rewrites unless the change is binary-coercible",
-            _type_check_fix(stmt, cmd.name) + "\n" + alter(stmt, cmd),
-        )
-    else:
-        why = "USING always rewrites" if coldef.raw_default is not None else "not binary-coercible"
-        yield Hit(
-            "alter-column-type-rewrite",
-            f"{target}{source} TYPE {sql(coldef.typeName)} rewrites the table and its indexes under ACCESS EXCLUSIVE ({why})",
-            _expand_contract_fix(stmt, cmd),
-        )
-
-
-def _type_check_fix(stmt: ast.AlterTableStmt, col: str) -> str:
-    regclass = rel(stmt.relation).replace("'", "''")
-    return (
-        "-- no rewrite only for binary-coercible changes: varchar(n)->text/varchar(m>=n), numeric(p,s)->numeric(p2>=p,s),\n"
-        "-- text->varchar, cidr->inet, varbit(n)->varbit(m>=n); check the current type first:\n"
-        f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = '{regclass}'::regclass AND attname = '{col}';"
-    )
-
-
-def _expand_contract_fix(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd) -> str:
-    col, coldef = cmd.name, cmd.def_
-    new_col = f"{col}_new"
-    value = sql(coldef.raw_default) if coldef.raw_default is not None else f"{q(col)}::{sql(coldef.typeName)}"
-    table = rel(stmt.relation)
-    return _lines(
-        f"ALTER TABLE {table} ADD COLUMN {q(new_col)} {sql(coldef.typeName)};",
-        f"-- keep {q(new_col)} in sync (dual-write or trigger), then backfill in batches:",
-        f"UPDATE {table} SET {q(new_col)} = {value} WHERE {q(new_col)} IS NULL;",
-        "-- switch readers, then swap names in a -- migrate:cleanup migration:",
-        f"ALTER TABLE {table} RENAME COLUMN {q(col)} TO {q(col + '_old')};",
-        f"ALTER TABLE {table} RENAME COLUMN {q(new_col)} TO {q(col)};",
-    )
-
-
-def _check_drop_column(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """Running code that still selects/inserts the column errors as soon as it is gone."""
-    key = rel_key(stmt.relation)
-    if ctx.is_new(stmt.relation) or (key, cmd.name) in ctx.added_cols:
-        return
-    yield Hit(
-        "drop-column",
-        f"DROP COLUMN {rel(stmt.relation)}.{q(cmd.name)} breaks running code that still reads or writes it",
-        _cleanup_fix(f"{rel(stmt.relation)}.{q(cmd.name)}", alter(stmt, cmd)),
-    )
-
-
-def _cleanup_fix(what: str, statement: str) -> str:
-    return f"-- first deploy code that no longer uses {what}, then run this in its own migration:\n-- migrate:cleanup\n{statement}"
-
-
-def _json_column(stmt: ast.AlterTableStmt, col: ast.ColumnDef, cmd: ast.AlterTableCmd) -> Iterator[Hit]:
-    if col.typeName is not None and coltype(col.typeName).name == "json":
-        yield _jsonb_hit(stmt, cmd, col.typeName, col.colname)
-
-
-def _jsonb_type(typ: ast.TypeName) -> ast.TypeName:
-    return ast.TypeName(names=(ast.String(sval="jsonb"),), arrayBounds=typ.arrayBounds, typemod=-1)
-
-
-def _jsonb_hit(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, typ: ast.TypeName, colname: str | None = None) -> Hit:
-    fixed = copy.copy(cmd)
-    fixed.def_ = copy.copy(cmd.def_)
-    fixed.def_.typeName = _jsonb_type(typ)
-    colname = colname or cmd.name
-    return Hit("prefer-jsonb", f"column {colname} on {rel(stmt.relation)} uses json; use jsonb", alter(stmt, fixed))
 
 
 # --------------------------------------------------------------------------
@@ -734,7 +174,7 @@ def check_create_table(node: ast.CreateStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit
     fixed = copy.copy(node)
     fixed.tableElts = tuple(copy.copy(elt) for elt in node.tableElts)
     for i in json_cols:
-        fixed.tableElts[i].typeName = _jsonb_type(node.tableElts[i].typeName)
+        fixed.tableElts[i].typeName = jsonb_type(node.tableElts[i].typeName)
     for i in json_cols:
         col = node.tableElts[i].colname
         yield Hit("prefer-jsonb", f"column {col} on {rel(node.relation)} uses json; use jsonb", sql(fixed) + ";")
@@ -760,7 +200,7 @@ def check_rename(node: ast.RenameStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
         yield Hit(
             "rename-schema",
             f"RENAME SCHEMA {q(node.subname)} TO {q(node.newname)} breaks every query qualified with {q(node.subname)}",
-            _cleanup_fix(f"schema {q(node.subname)}", sql(node) + ";"),
+            cleanup_fix(f"schema {q(node.subname)}", sql(node) + ";"),
         )
 
 
@@ -770,7 +210,7 @@ def _rename_column(node: ast.RenameStmt, ctx: Ctx) -> Iterator[Hit]:
         return
     table, old, new = rel(node.relation), q(node.subname), q(node.newname)
     known = ctx.col_types.get((key, node.subname))
-    fix = _lines(
+    fix = join_lines(
         f"ALTER TABLE {table} ADD COLUMN {new} {known.display if known else f'<type of {old}>'};",
         "-- dual-write both columns (application or trigger), then backfill in batches:",
         f"UPDATE {table} SET {new} = {old} WHERE {new} IS NULL;",
@@ -780,18 +220,14 @@ def _rename_column(node: ast.RenameStmt, ctx: Ctx) -> Iterator[Hit]:
     yield Hit("rename-column", f"RENAME COLUMN {table}.{old} TO {new} breaks running code using {old}", fix)
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def check_alter_enum(node: ast.AlterEnumStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     """Enum value renames break code using the old label; ADD VALUE cannot run in a transaction before PG12."""
     typename = ".".join(q(n.sval) for n in node.typeName)
     if node.oldVal is not None:
         if ("type", obj_key([n.sval for n in node.typeName])) in ctx.created_objects:
             return
-        old, new = _literal(node.oldVal), _literal(node.newVal)
-        fix = _lines(
+        old, new = literal(node.oldVal), literal(node.newVal)
+        fix = join_lines(
             f"ALTER TYPE {typename} ADD VALUE IF NOT EXISTS {new};",
             f"UPDATE <table> SET <column> = {new} WHERE <column> = {old};  -- in batches",
             f"-- enum values cannot be dropped: leave {old} unused, or rename it in a -- migrate:cleanup migration",
@@ -800,7 +236,7 @@ def check_alter_enum(node: ast.AlterEnumStmt, st: Stmt, ctx: Ctx) -> Iterator[Hi
     elif st.in_tx and ctx.server_version_num < 120000:
         yield Hit(
             "enum-add-value-in-transaction",
-            f"ALTER TYPE {typename} ADD VALUE {_literal(node.newVal)} inside a transaction fails before PostgreSQL 12",
+            f"ALTER TYPE {typename} ADD VALUE {literal(node.newVal)} inside a transaction fails before PostgreSQL 12",
             f"-- put it in its own migration, run outside a transaction:\n-- migrate:no-transaction\n{sql(node)};",
         )
 
@@ -834,7 +270,7 @@ def check_drop(node: ast.DropStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     if not existing:
         return
     names = ", ".join(_trigger_name(o) if kind == "trigger" else _dotted(o) for o in existing)
-    yield Hit(rule, f"DROP {kind.upper()} {names} breaks running code that still uses it", _cleanup_fix(f"{kind} {names}", sql(node) + ";"))
+    yield Hit(rule, f"DROP {kind.upper()} {names} breaks running code that still uses it", cleanup_fix(f"{kind} {names}", sql(node) + ";"))
 
 
 def check_vacuum(node: ast.VacuumStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
@@ -896,9 +332,9 @@ def check_foreign_key_index(node: ast.Node, st: Stmt, ctx: Ctx) -> Iterator[Hit]
         label = f"foreign key {q(conname)}" if conname else "foreign key"
         yield Hit(
             "foreign-key-without-index",
-            f"{label} on {rel(rv)} ({_cols(cols)}) has no index led by those columns: "
+            f"{label} on {rel(rv)} ({col_list(cols)}) has no index led by those columns: "
             "deletes/updates on the referenced table will scan it",
-            f"CREATE INDEX {concurrently}{q(idx)} ON {rel(rv)} ({_cols(cols)});",
+            f"CREATE INDEX {concurrently}{q(idx)} ON {rel(rv)} ({col_list(cols)});",
         )
 
 
@@ -935,21 +371,91 @@ def _trigger_name(obj: object) -> str:
 
 
 def _dotted(obj: object) -> str:
-    """Display name of a DropStmt object, quoted; triggers read `trg ON table`."""
+    """Display name of a DropStmt object, quoted (functions with their argument types)."""
     if isinstance(obj, ast.ObjectWithArgs):
         return sql(obj)
     parts = [q(p) for p in _names(obj)]
     return ".".join(parts)
 
 
+# --------------------------------------------------------------------------
+# ACCESS EXCLUSIVE held while more statements run (a rule over the whole file)
+# --------------------------------------------------------------------------
+
+
+# ALTER TABLE subcommands documented to take less than ACCESS EXCLUSIVE.
+_WEAK_SUBCOMMANDS = frozenset(
+    {
+        AT.AT_ValidateConstraint, AT.AT_SetStatistics, AT.AT_SetOptions, AT.AT_ResetOptions,
+        AT.AT_ClusterOn, AT.AT_DropCluster, AT.AT_AttachPartition, AT.AT_EnableTrig, AT.AT_DisableTrig,
+        AT.AT_EnableAlwaysTrig, AT.AT_EnableReplicaTrig, AT.AT_EnableTrigAll, AT.AT_DisableTrigAll,
+        AT.AT_EnableTrigUser, AT.AT_DisableTrigUser,
+    }
+)
+
+
+def access_exclusive_target(node: ast.Node, ctx: Ctx) -> str | None:
+    """Name of the existing table this statement takes ACCESS EXCLUSIVE on, if any."""
+    targets: list[ast.RangeVar] = []
+    if isinstance(node, ast.AlterTableStmt) and node.objtype == OT.OBJECT_TABLE:
+        if any(not _weak_cmd(c) for c in node.cmds or ()):
+            targets = [node.relation]
+    elif isinstance(node, ast.RenameStmt) and node.relation is not None:
+        targets = [node.relation]
+    elif isinstance(node, (ast.TruncateStmt, ast.LockStmt)):
+        if not isinstance(node, ast.LockStmt) or node.mode == enums.AccessExclusiveLock:
+            targets = list(node.relations)
+    elif isinstance(node, ast.DropStmt) and node.removeType == OT.OBJECT_TABLE:
+        targets = [ast.RangeVar(relname=o[-1].sval, schemaname=o[0].sval if len(o) > 1 else None) for o in node.objects]
+    elif isinstance(node, ast.ClusterStmt) and node.relation is not None:
+        targets = [node.relation]
+    elif isinstance(node, ast.VacuumStmt) and any(o.defname == "full" for o in node.options or ()):
+        targets = [v.relation for v in node.rels or () if v.relation is not None]
+    existing = [t for t in targets if not ctx.is_new(t)]
+    return rel(existing[0]) if existing else None
+
+
+def _weak_cmd(cmd: ast.AlterTableCmd) -> bool:
+    if cmd.subtype == AT.AT_AddConstraint:
+        return cmd.def_.contype == CT.CONSTR_FOREIGN
+    if cmd.subtype == AT.AT_DetachPartition:
+        return bool(cmd.def_.concurrent)
+    return cmd.subtype in _WEAK_SUBCOMMANDS
+
+
+def lock_held_hits(stmts: list[Stmt]) -> Iterator[tuple[Stmt, Hit]]:
+    """First ACCESS EXCLUSIVE statement of each transaction that more statements follow."""
+    groups: dict[int, list[Stmt]] = {}
+    for st in stmts:
+        if st.tx_group is not None and not isinstance(st.node, (ast.TransactionStmt, ast.VariableSetStmt)):
+            groups.setdefault(st.tx_group, []).append(st)
+    for members in groups.values():
+        for i, st in enumerate(members):
+            if st.locks is None:
+                continue
+            rest = len(members) - i - 1
+            if rest:
+                yield st, Hit(
+                    "statements-after-access-exclusive",
+                    f"ACCESS EXCLUSIVE on {st.locks} is held while {rest} more statement(s) run in the same transaction",
+                    f"SET lock_timeout = '5s';\n{st.text};\n-- move the {rest} statement(s) after it to a separate migration",
+                )
+            break
+
+
+# --------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------
+
+
 CMD_CHECKS: dict[AT, tuple[CmdCheck, ...]] = {
-    AT.AT_AddColumn: (_check_add_column,),
-    AT.AT_AddConstraint: (_check_add_constraint,),
-    AT.AT_ValidateConstraint: (_check_validate,),
-    AT.AT_SetNotNull: (_check_set_not_null,),
-    AT.AT_AlterColumnType: (_check_alter_type,),
-    AT.AT_DropColumn: (_check_drop_column,),
-    AT.AT_DetachPartition: (_check_detach,),
+    AT.AT_AddColumn: (check_add_column,),
+    AT.AT_AddConstraint: (check_add_constraint,),
+    AT.AT_ValidateConstraint: (check_validate,),
+    AT.AT_SetNotNull: (check_set_not_null,),
+    AT.AT_AlterColumnType: (check_alter_type,),
+    AT.AT_DropColumn: (check_drop_column,),
+    AT.AT_DetachPartition: (check_detach,),
 }
 
 STMT_CHECKS: dict[type, tuple[Check, ...]] = {

@@ -93,9 +93,10 @@ def _deploy(settings: Settings, store: Store, options: DeployOptions, report: Re
         to_apply, held = held_back(plan.pending, history, timedelta(days=settings.deploy.cleanup_hold_days), now)
         for m, why in held:
             report.held(f"hold-back.{m.label}", why, migration=m.label)
+        not_valid_before = {checks.constraint_key(r) for r in checks.unvalidated(prod)}
         applied = _apply(prod, settings, options, to_apply, report)
         report.facts.update(applied=[m.label for m in applied], held=[m.label for m, _ in held])
-        report.add(checks.unvalidated_constraints(prod, "prod"))
+        report.add(checks.unvalidated_constraints(prod, "prod", not_valid_before))
         report.add(checks.invalid_indexes(prod, "prod"))
     _orm_reminder(settings, migrations, report)
     store.record_deploy(fingerprint=report.fingerprint, ok=report.ok, applied=report.facts["applied"],

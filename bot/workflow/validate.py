@@ -20,7 +20,7 @@ from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.runs.store import Store
-from bot.workflow import checks
+from bot.workflow import checks, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks
 from bot.workflow.report import Report, Status
@@ -66,6 +66,7 @@ def _validate(settings: Settings, store: Store | None, options: GateOptions, rep
     with connection(prod_url, env="prod") as prod:
         prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
         _preflight_prod(prod, settings, report)
+        hot = perf.hot_queries(prod, settings.gate.perf_queries) if settings.gate.perf_queries else None
     report.extend(drift_checks(prod_plan, "prod"))
     pending = prod_plan.pending
     report.fingerprint = set_fingerprint(pending)
@@ -83,7 +84,7 @@ def _validate(settings: Settings, store: Store | None, options: GateOptions, rep
             return
         if any(m.parse_error for m in pending):
             return  # nothing sensible to apply
-        _apply_on_staging(staging, settings, options, pending, report)
+        _apply_on_staging(staging, settings, options, pending, report, hot)
     _record(store, report, pending, options)
 
 
@@ -127,8 +128,10 @@ def _preflight_staging(staging: psycopg.Connection, settings: Settings, options:
 
 
 def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
-                      pending: list[Migration], report: Report) -> None:
+                      pending: list[Migration], report: Report, hot: list[perf.HotQuery] | None) -> None:
     applier_mod.ensure_history(staging)
+    before = perf.baseline(staging, hot) if hot else {}
+    not_valid_before = {checks.constraint_key(r) for r in checks.unvalidated(staging)}
     gate = settings.gate
     hooks = options.hooks or StagingTrace(gate)  # locks, rewrites, durations + data pre-checks, on prod-sized data
     applier = applier_mod.Applier(
@@ -138,10 +141,15 @@ def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: 
     )
     options.on_event("step", {"step": "apply", "env": "staging", "count": len(pending)})
     with applier_mod.environment_lock(staging, "staging"):
-        apply_in_order(applier, pending, report, "staging")
+        applied = apply_in_order(applier, pending, report, "staging")
     options.on_event("step", {"step": "post-checks", "env": "staging"})
-    report.add(checks.unvalidated_constraints(staging, "staging"))
+    report.add(checks.unvalidated_constraints(staging, "staging", not_valid_before))
     report.add(checks.invalid_indexes(staging, "staging"))
+    if len(applied) == len(pending):  # comparing plans after a half-applied set would say nothing
+        if hot is None and settings.gate.perf_queries:
+            report.add(perf.unavailable())
+        elif hot:
+            report.extend(perf.compare(staging, hot, before, settings.gate.perf_regression_pct))
 
 
 def _hold_back_notes(pending: list[Migration], settings: Settings, report: Report) -> None:

@@ -321,3 +321,22 @@ def test_failed_concurrent_index_on_lock_timeout_leaves_nothing_invalid(bot_env:
     holder.close()
     assert not outcome.ok and outcome.failure.sqlstate == "55P03"
     assert bot_env.sql("staging", "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+
+
+def test_not_valid_constraint_left_for_a_later_validate_is_a_warning(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED + "CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint);")
+    make_migrations({"0001_fk.sql": "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) "
+                                    "REFERENCES users (id) NOT VALID;"})
+    report = run_validate()
+    check = next(c for c in report.checks if c.name == "constraints-validated.staging")
+    assert check.status is Status.WARNING and "left NOT VALID by this set: orders.orders_user_fk" in check.message
+    assert report.exit_code == 0
+
+
+def test_plain_spot_check_fails_on_any_not_valid_constraint(bot_env: Databases) -> None:
+    from bot.workflow import checks
+
+    bot_env.both(SEED + "ALTER TABLE users ADD CONSTRAINT email_set CHECK (email IS NOT NULL) NOT VALID;")
+    with bot_env.connect("prod") as conn:
+        check = checks.unvalidated_constraints(conn, "prod")
+    assert check.status is Status.FAILED and "users.email_set" in check.message
