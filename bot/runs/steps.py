@@ -18,7 +18,7 @@ from bot.pg import connection
 from bot.runs.model import Run
 from bot.runs.store import Store
 from bot.workflow import checks, deploy, validate
-from bot.workflow.report import Report
+from bot.workflow.report import Report, run_step
 from bot.workflow.targets import database_url
 
 
@@ -33,9 +33,10 @@ def migrations_for(settings: Settings, ref: str | None, commit: str | None) -> t
 
 
 def _failed(step: str, exc: MigrateBotError) -> Report:
-    report = Report(step=step)
-    report.error = str(exc)
-    return report.finish()
+    def fail(report: Report) -> None:
+        raise exc
+
+    return run_step(step, fail)
 
 
 class Steps:

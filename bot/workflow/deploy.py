@@ -16,14 +16,13 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from bot.config import Settings
-from bot.errors import MigrateBotError
 from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
-from bot.runs.store import Store
+from bot.workflow.ledger import Ledger
 from bot.workflow import checks
 from bot.workflow.applying import apply_in_order, drift_checks
-from bot.workflow.report import Report, Status
+from bot.workflow.report import Report, Status, run_step
 from bot.workflow.targets import database_url
 
 
@@ -62,17 +61,12 @@ def held_back(pending: list[Migration], history: dict[str, applier_mod.HistoryRo
     return to_apply, held
 
 
-def run(settings: Settings, store: Store, options: DeployOptions | None = None) -> Report:
+def run(settings: Settings, store: Ledger, options: DeployOptions | None = None) -> Report:
     options = options or DeployOptions()
-    report = Report(step="deploy")
-    try:
-        _deploy(settings, store, options, report)
-    except MigrateBotError as exc:
-        report.error = str(exc)
-    return report.finish()
+    return run_step("deploy", lambda report: _deploy(settings, store, options, report))
 
 
-def _deploy(settings: Settings, store: Store, options: DeployOptions, report: Report) -> None:
+def _deploy(settings: Settings, store: Ledger, options: DeployOptions, report: Report) -> None:
     migrations = options.migrations if options.migrations is not None else discover(
         settings.migrations.dir, settings.migrations.format)
     prod_url = database_url(settings, "prod")
@@ -103,7 +97,7 @@ def _deploy(settings: Settings, store: Store, options: DeployOptions, report: Re
                         held=report.facts["held"], report_json=report.to_json(), run_id=options.run_id)
 
 
-def _allowed(settings: Settings, store: Store, options: DeployOptions, report: Report) -> bool:
+def _allowed(settings: Settings, store: Ledger, options: DeployOptions, report: Report) -> bool:
     fingerprint = report.fingerprint or ""
     if options.expected_fingerprint and options.expected_fingerprint != fingerprint:
         report.blocker("fingerprint", f"prod's pending set ({fingerprint[:12]}) is not the set that was validated and "

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, Callable
 
-from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, EXIT_PASS
+from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, EXIT_PASS, MigrateBotError
 from bot.redact import redact
 
 
@@ -177,3 +177,13 @@ class Report:
     @classmethod
     def from_json(cls, text: str) -> "Report":
         return cls.from_dict(json.loads(text))
+
+
+def run_step(step: str, body: Callable[[Report], None]) -> Report:
+    """Run a workflow step; an expected failure becomes the Report's exit 2, never an exception."""
+    report = Report(step=step)
+    try:
+        body(report)
+    except MigrateBotError as exc:
+        report.error = str(exc)
+    return report.finish()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bot.config import Settings
-from bot.runs.store import Store
+from bot.workflow.ledger import Ledger
 from bot.workflow import deploy as deploy_step
 from bot.workflow import refresh as refresh_step
 from bot.workflow import validate as validate_step
@@ -25,7 +25,7 @@ class RunbookOptions:
     on_event: Callable[[str, dict], None] = field(default=lambda kind, data: None)
 
 
-def run(settings: Settings, store: Store, options: RunbookOptions) -> list[Report]:
+def run(settings: Settings, store: Ledger, options: RunbookOptions) -> list[Report]:
     """The reports of the steps that ran, in order; the caller renders and triages."""
     reports: list[Report] = []
     if not options.skip_refresh:

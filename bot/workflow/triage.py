@@ -109,21 +109,22 @@ def _qualified(rel: ast.RangeVar) -> str:
     return RawStream()(rel)
 
 
-def _parse_fk(statement: str) -> tuple[str, str, list[str], str, list[str]] | None:
-    """(table, constraint, columns, parent table, parent columns) of the FK a statement adds."""
+def _first(statement: str, kind: type) -> ast.Node | None:
+    """The first statement of that AST node type in ``statement``, if it parses."""
     try:
-        stmts = pglast.parse_sql(statement)
+        return next((raw.stmt for raw in pglast.parse_sql(statement) if isinstance(raw.stmt, kind)), None)
     except pglast.parser.ParseError:
         return None
-    for raw in stmts:
-        node = raw.stmt
-        if not isinstance(node, ast.AlterTableStmt):
-            continue
-        for cmd in node.cmds or ():
-            con = getattr(cmd, "def_", None)
-            if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_FOREIGN:
-                return (_qualified(node.relation), con.conname or "", _names(con.fk_attrs), _qualified(con.pktable),
-                        _names(con.pk_attrs) or ["id"])
+
+
+def _parse_fk(statement: str) -> tuple[str, str, list[str], str, list[str]] | None:
+    """(table, constraint, columns, parent table, parent columns) of the FK a statement adds."""
+    node = _first(statement, ast.AlterTableStmt)
+    for cmd in (node.cmds or ()) if node else ():
+        con = getattr(cmd, "def_", None)
+        if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_FOREIGN:
+            return (_qualified(node.relation), con.conname or "", _names(con.fk_attrs), _qualified(con.pktable),
+                    _names(con.pk_attrs) or ["id"])
     return None
 
 
@@ -165,16 +166,11 @@ def _fix_not_null(check: Check) -> str:
 
 
 def _index_columns(statement: str) -> tuple[str, str, list[str]] | None:
-    try:
-        stmts = pglast.parse_sql(statement)
-    except pglast.parser.ParseError:
+    node = _first(statement, ast.IndexStmt)
+    if node is None:
         return None
-    for raw in stmts:
-        node = raw.stmt
-        if isinstance(node, ast.IndexStmt):
-            cols = [p.name or RawStream()(p.expr) for p in node.indexParams or ()]
-            return _qualified(node.relation), node.idxname or "", cols
-    return None
+    cols = [p.name or RawStream()(p.expr) for p in node.indexParams or ()]
+    return _qualified(node.relation), node.idxname or "", cols
 
 
 def _fix_index(check: Check) -> str:

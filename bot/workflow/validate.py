@@ -15,15 +15,14 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from bot.config import Settings
-from bot.errors import MigrateBotError
 from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
-from bot.runs.store import Store
+from bot.workflow.ledger import Ledger
 from bot.workflow import checks, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks
-from bot.workflow.report import Report, Status
+from bot.workflow.report import Report, Status, run_step
 from bot.workflow.targets import database_url
 from bot.workflow.trace import StagingTrace
 
@@ -47,18 +46,13 @@ def load_migrations(settings: Settings, options: GateOptions) -> list[Migration]
     return discover(settings.migrations.dir, settings.migrations.format)
 
 
-def run(settings: Settings, store: Store | None, options: GateOptions | None = None) -> Report:
+def run(settings: Settings, store: Ledger | None, options: GateOptions | None = None) -> Report:
     """Validate; never raises for expected failures — the Report carries exit 2 instead."""
     options = options or GateOptions()
-    report = Report(step="validate")
-    try:
-        _validate(settings, store, options, report)
-    except MigrateBotError as exc:
-        report.error = str(exc)
-    return report.finish()
+    return run_step("validate", lambda report: _validate(settings, store, options, report))
 
 
-def _validate(settings: Settings, store: Store | None, options: GateOptions, report: Report) -> None:
+def _validate(settings: Settings, store: Ledger | None, options: GateOptions, report: Report) -> None:
     migrations = load_migrations(settings, options)
     prod_url = database_url(settings, "prod")
     staging_url = database_url(settings, "staging")
@@ -164,7 +158,7 @@ def _hold_back_notes(pending: list[Migration], settings: Settings, report: Repor
             )
 
 
-def _record(store: Store | None, report: Report, pending: list[Migration], options: GateOptions) -> None:
+def _record(store: Ledger | None, report: Report, pending: list[Migration], options: GateOptions) -> None:
     if store is None or report.fingerprint is None or report.error:
         return
     store.record_validation(
