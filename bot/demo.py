@@ -37,6 +37,8 @@ def seed(cluster: devcluster.LocalCluster) -> None:
         conn.execute("CREATE DATABASE shop")
     with psycopg.connect(cluster.url("shop"), autocommit=True) as conn:
         conn.execute((EXAMPLES / "seed.sql").read_text())
+        for user_id in range(1, 200):  # the app's hot path, as prod's pg_stat_statements will see it
+            conn.execute("SELECT id, total FROM orders WHERE user_id = %s ORDER BY created_at DESC", (user_id,))
 
 
 def demo_settings(base: Path, prod: devcluster.LocalCluster, staging: devcluster.LocalCluster) -> config.Settings:
@@ -56,24 +58,21 @@ def script(shell: Shell, fixed_dir: str) -> int:
     service = shell.service
     banner("1. Refresh staging from prod (users.email masked on the way)")
     shell.handle("/migrate refresh")
-    banner("2. Validate examples/01-orphaned-fk: an FK added over orphaned rows")
-    failed = shell.handle("/migrate validate")
-    failed_id = failed.run.id if failed and failed.run else ""
-    banner("3. What went wrong, and the fix, in the thread")
-    shell.handle(f"/migrate triage {failed_id}")
-    banner("4. The team writes the runbook's fix (examples/02-fixed) and validates again")
+    banner("2. Validate examples/01-orphaned-fk: an FK added over orphaned rows; the triage lands in the thread")
+    shell.handle("/migrate validate")
+    banner("3. The team writes the runbook's fix (examples/02-fixed) and validates again")
     service.settings = replace(service.settings, migrations=replace(service.settings.migrations, dir=fixed_dir))
     shell.handle("/migrate validate")
     deploy = service.store.latest_run(Kind.DEPLOY)
     if deploy is None:
         print("The fixed set did not pass, so there is nothing to deploy. See the lines above.")
         return 1
-    banner("5. Approvals: the requester's own reaction does not count; an approver's does")
+    banner("4. Approvals: the requester's own reaction does not count; an approver's does")
     shell.handle(f"react :white_check_mark: {deploy.id} as {REQUESTER}")
     shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
-    banner("6. Deploy to prod: preflight, apply, spot checks, hold-backs")
+    banner("5. Deploy to prod: preflight, apply, spot checks, hold-backs")
     shell.handle(f"/migrate deploy {deploy.id}")
-    banner("7. History")
+    banner("6. History")
     shell.handle("/migrate history")
     final = service.store.get_run(deploy.id)
     return 0 if final and final.state.value == "deployed" else 1

@@ -2,6 +2,7 @@
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE EXTENSION IF NOT EXISTS "uuid-ossp";
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 CREATE TABLE users (
     id         bigserial PRIMARY KEY,
     email      citext NOT NULL UNIQUE,

@@ -275,13 +275,23 @@ def category_of(check: Check) -> str:
 
 
 def triage(checks: list[Check]) -> list[Finding]:
-    """One finding per failed/blocking check, in the order they happened."""
-    findings = []
+    """One finding per distinct cause, in the order they happened.
+
+    A pre-check and the statement it predicted often fail for the same reason
+    with the same fix: they become one finding naming both checks.
+    """
+    findings: list[Finding] = []
     for check in checks:
         if not check.status.fails_gate:
             continue
         category = category_of(check)
-        findings.append(Finding(category, TITLES[category], check.name, check.message, FIXES[category](check)))
+        fix = FIXES[category](check)
+        same = next((i for i, f in enumerate(findings) if f.category == category and f.fix == fix), None)
+        if same is None:
+            findings.append(Finding(category, TITLES[category], check.name, check.message, fix))
+        else:
+            found = findings[same]
+            findings[same] = Finding(category, found.title, f"{found.check}, {check.name}", found.why, fix)
     return findings
 
 
