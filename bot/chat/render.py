@@ -145,7 +145,7 @@ def triage_blocks(findings: list[Finding]) -> tuple[str, list[dict[str, Any]]]:
     blocks = [section(f"*{text}*")]
     for f in findings:
         fix = clip(f.fix, MAX_SECTION - 200)
-        blocks.append(section(f"*{f.title}* — `{f.check}`\n{clip(f.why, 150)}\n```{fix}```"))
+        blocks.append(section(f"*{f.title}* — `{'`, `'.join(f.checks)}`\n{clip(f.why, 150)}\n```{fix}```"))
     return redact(text), fit(blocks, "See the attached log for the rest.")
 
 

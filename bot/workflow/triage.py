@@ -71,7 +71,7 @@ _LINE = re.compile(r"^(PASSED|FAILED|BLOCKER|WARNING|HELD) ([^:\s]+): (.*)$")
 class Finding:
     category: str
     title: str
-    check: str
+    checks: tuple[str, ...]  # the failed checks this cause explains
     why: str
     fix: str
 
@@ -288,10 +288,10 @@ def triage(checks: list[Check]) -> list[Finding]:
         fix = FIXES[category](check)
         same = next((i for i, f in enumerate(findings) if f.category == category and f.fix == fix), None)
         if same is None:
-            findings.append(Finding(category, TITLES[category], check.name, check.message, fix))
+            findings.append(Finding(category, TITLES[category], (check.name,), check.message, fix))
         else:
             found = findings[same]
-            findings[same] = Finding(category, found.title, f"{found.check}, {check.name}", found.why, fix)
+            findings[same] = Finding(category, found.title, found.checks + (check.name,), found.why, fix)
     return findings
 
 
@@ -300,6 +300,6 @@ def render_text(findings: list[Finding]) -> str:
         return "Nothing to triage: no FAILED or BLOCKER lines."
     out = [f"{len(findings)} failure(s) to fix before deploying:"]
     for i, f in enumerate(findings, 1):
-        out += ["", f"{i}. {f.title} — {f.check}", f"   {f.why}", "   Fix:"]
+        out += ["", f"{i}. {f.title} — {', '.join(f.checks)}", f"   {f.why}", "   Fix:"]
         out += [f"     {line}" for line in f.fix.splitlines()]
     return "\n".join(out)
