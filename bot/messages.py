@@ -45,4 +45,5 @@ NOTHING_TO_TRIAGE = "{run_id} has no failures to triage."
 NO_IDLE_SESSIONS = "No session on prod has been idle in transaction for more than {minutes} minutes. Nothing to unblock."
 CREDENTIAL_WARNING = ("<@{user}>, that message looks like it contains a {what}. Rotate it now and keep it in the "
                       "secret store — the bot never needs credentials in chat.")
-UNEXPECTED = "Something unexpected went wrong ({error}). The run was marked error; nothing was deployed. Try again or ask the bot's owners."
+UNEXPECTED = ("Something unexpected went wrong ({error}); nothing was deployed by this command. "
+              "Check `/migrate status`, try again, or ask the bot's owners.")

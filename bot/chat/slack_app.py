@@ -22,6 +22,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.webhook import WebhookClient
 
 from bot import messages
 from bot.chat import commands as cmd
@@ -40,16 +42,28 @@ log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://slack.com/api/"
 
 
+def _retry_handlers() -> list[RetryHandler]:
+    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=5),
+            ServerErrorRetryHandler(max_retry_count=3)]
+
+
 def make_client(token: str, api_url: str = "") -> WebClient:
     """A WebClient that survives 429 (honouring Retry-After), 5xx and dropped connections."""
     base = api_url or DEFAULT_API_URL
     if not base.endswith("/"):
         base += "/"
-    return WebClient(token=token, base_url=base, retry_handlers=[
-        ConnectionErrorRetryHandler(max_retry_count=2),
-        RateLimitErrorRetryHandler(max_retry_count=5),
-        ServerErrorRetryHandler(max_retry_count=3),
-    ])
+    return WebClient(token=token, base_url=base, retry_handlers=_retry_handlers())
+
+
+def responder(response_url: str) -> Callable[..., None]:
+    """``respond`` with the same retries as the WebClient (bolt's own has none for 429/5xx) and a logged failure."""
+    def respond(text: str, response_type: str = "ephemeral") -> None:
+        response = WebhookClient(response_url, retry_handlers=_retry_handlers()).send(text=text,
+                                                                                       response_type=response_type)
+        if response.status_code != 200:
+            log.error("response_url answer failed: HTTP %s", response.status_code)
+
+    return respond
 
 
 class SlackAnnouncer:
@@ -89,11 +103,12 @@ class SlackAnnouncer:
         child = self.store.run_by_message(run.channel, run.thread_ts)
         return run, child if child and child.id != run.id else None
 
-    def say(self, run: Run, text: str) -> None:
+    def say(self, run: Run, text: str) -> str | None:
         if not text or not run.thread_ts:
-            return
-        self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, thread_ts=run.thread_ts,
-                   text=redact(text), blocks=render.text_blocks(text))
+            return None
+        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel,
+                              thread_ts=run.thread_ts, text=redact(text), blocks=render.text_blocks(text))
+        return str(response["ts"]) if response else None
 
     def report(self, run: Run, report: Report) -> None:
         if not run.thread_ts:
@@ -140,9 +155,10 @@ def build_app(settings: Settings, service: RunService, client: WebClient, signin
     store = service.store
 
     @app.command("/migrate")
-    def on_migrate(ack: Callable, command: dict, respond: Callable) -> None:
+    def on_migrate(ack: Callable, command: dict) -> None:
         ack()
-        pool.submit(_answer, service, respond, command.get("text", ""), command["user_id"], command["channel_id"])
+        pool.submit(_answer, service, responder(command["response_url"]), command.get("text", ""),
+                    command["user_id"], command["channel_id"])
 
     @app.event("reaction_added")
     def on_reaction_added(event: dict, body: dict) -> None:
@@ -177,11 +193,14 @@ def build_app(settings: Settings, service: RunService, client: WebClient, signin
 
 def _answer(service: RunService, respond: Callable, text: str, user: str, channel: str) -> None:
     try:
-        reply = dispatch(service, cmd.parse(text), user, channel)
-        respond(text=redact(reply.text), response_type="ephemeral")
+        reply_text = dispatch(service, cmd.parse(text), user, channel).text
     except Exception as exc:  # noqa: BLE001 - the user gets a sentence, the log gets the type
-        log.error("command failed: %s", type(exc).__name__)
-        respond(text=messages.UNEXPECTED.format(error=type(exc).__name__), response_type="ephemeral")
+        log.error("command %r failed: %s", cmd.parse(text).name, type(exc).__name__)
+        reply_text = messages.UNEXPECTED.format(error=type(exc).__name__)
+    try:
+        respond(text=redact(reply_text), response_type="ephemeral")
+    except Exception as exc:  # noqa: BLE001 - Slack unreachable after retries: log it, nothing else to do
+        log.error("could not answer the command: %s", type(exc).__name__)
 
 
 def _react(service: RunService, event: dict, added: bool) -> None:

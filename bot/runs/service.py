@@ -25,6 +25,10 @@ from bot.workflow.report import Report
 log = logging.getLogger(__name__)
 
 
+class StaleRun(Exception):
+    """A transition from an outdated copy of a run: someone else moved it first."""
+
+
 class Announcer(Protocol):
     """What a chat adapter does with run news. Implementations must not raise for chat hiccups."""
 
@@ -34,8 +38,8 @@ class Announcer(Protocol):
     def run_updated(self, run: Run) -> None:
         """Edit the parent message in place to show the current state."""
 
-    def say(self, run: Run, text: str) -> None:
-        """A short reply in the run's thread."""
+    def say(self, run: Run, text: str) -> str | None:
+        """A short reply in the run's thread; returns its ts when the chat has one."""
 
     def report(self, run: Run, report: Report) -> None:
         """Per-check details, triage and the full log, as thread replies."""
@@ -70,14 +74,20 @@ class RunService:
 
     # -- transitions -------------------------------------------------------------
     def _move(self, run: Run, state: State, **changes: Any) -> Run:
+        """Persist a transition, then announce it; refuse it if the stored run moved on meanwhile."""
         if not can_move(run.state, state):
-            raise ValueError(f"{run.id}: {run.state} -> {state} is not a legal transition")
-        run = replace(run, state=state, **changes)
-        self.store.save_run(run)  # persisted before it is announced
-        self.announcer.run_updated(run)
-        return run
+            raise StaleRun(f"{run.id}: {run.state} -> {state} is not a legal transition")
+        moved = replace(run, state=state, **changes)
+        if not self.store.save_run(moved, expect=run.state):
+            stored = self.store.get_run(run.id)
+            raise StaleRun(f"{run.id} is {stored.state if stored else 'gone'}, not {run.state}: not moving it to {state}")
+        self.announcer.run_updated(moved)
+        return moved
 
     def _crashed(self, run_id: str, exc: BaseException) -> None:
+        if isinstance(exc, StaleRun):  # an outdated thread lost a race; the stored run is the truth
+            log.warning("%s", exc)
+            return
         run = self.store.get_run(run_id)
         if run and run.state is State.RUNNING:
             text = messages.UNEXPECTED.format(error=type(exc).__name__)
@@ -95,10 +105,9 @@ class RunService:
                 return Reply(False, decision.reason)
         run = Run(id=new_run_id(), kind=kind, state=State.REQUESTED, requested_by=user, channel=channel,
                   ref=ref or "")
-        holder = self.store.lock_env(run.env, run.id)
+        holder = self.store.start_run(run)  # the lock and the run row together: a rival always finds the holder
         if holder:
             return Reply(False, self._busy_text(run.env, holder))
-        self.store.save_run(run)
         ts = self.announcer.run_started(run)
         run = replace(run, thread_ts=ts)
         self.store.save_run(run)
@@ -109,7 +118,7 @@ class RunService:
         holder = self.store.get_run(holder_id)
         if holder is None:
             return messages.ENV_BUSY.format(env=env, holder=holder_id, kind="run", state="unknown", by="?", link="")
-        link = f" — thread: {holder.channel}/{holder.thread_ts}" if holder.thread_ts else ""
+        link = f" — its thread is in <#{holder.channel}>" if holder.channel else ""
         return messages.ENV_BUSY.format(env=env, holder=holder.id, kind=holder.kind.value, state=holder.state.value,
                                         by=holder.requested_by, link=link)
 
@@ -163,9 +172,15 @@ class RunService:
         self.store.save_run(deploy)
         self.announcer.run_updated(deploy)
         p = self.settings.policy
-        self.announcer.say(deploy, messages.DEPLOY_AWAITING.format(
+        prompt = self.announcer.say(deploy, messages.DEPLOY_AWAITING.format(
             run_id=deploy.id, required=p.approvals_required, approvers=messages.who(p.approvers),
             reaction=self.settings.slack.approve_reaction))
+        self._remember_prompt(deploy, prompt)
+
+    def _remember_prompt(self, run: Run, ts: str | None) -> None:
+        """Reactions on the message that asks for approval count like reactions on the parent."""
+        if ts:
+            self.store.save_run(replace(run, data=dict(run.data, prompt_ts=ts)), expect=run.state)
 
     # -- approvals ---------------------------------------------------------------
     def react(self, channel: str, ts: str, user: str, reaction: str, added: bool) -> Reply | None:
@@ -281,8 +296,10 @@ class RunService:
         run = self._move(run, State.AWAITING_APPROVAL, data={"pids": [s["pid"] for s in sessions]},
                          summary=f"{len(sessions)} idle-in-transaction session(s) to terminate")
         p = self.settings.policy
-        self.announcer.say(run, "Sessions idle in transaction on prod:\n" + "\n".join(lines) +
-                           f"\nAn approver ({messages.who(p.approvers)}) must react :{self.settings.slack.approve_reaction}: to terminate them.")
+        prompt = self.announcer.say(run, "Sessions idle in transaction on prod:\n" + "\n".join(lines) +
+                                    f"\nAn approver ({messages.who(p.approvers)}) must react "
+                                    f":{self.settings.slack.approve_reaction}: on this message to terminate them.")
+        self._remember_prompt(run, prompt)
 
     def _terminate(self, run_id: str) -> None:
         run = self.store.get_run(run_id)

@@ -98,16 +98,47 @@ class Store:
             return int(row.last_pk)
 
     # -- runs ------------------------------------------------------------------
-    def save_run(self, run: Run) -> Run:
-        """Insert or replace; callers persist every transition before announcing it."""
-        run.updated_at = _now()
-        run.created_at = run.created_at or run.updated_at
-        row = {k: v for k, v in run.__dict__.items()}
+    def _row(self, run: Run) -> dict[str, Any]:
+        row = dict(run.__dict__)
         row.update(kind=run.kind.value, state=run.state.value, data=json.dumps(run.data),
                    report=redact(run.report), summary=redact(run.summary))
-        with self._lock:
+        return row
+
+    def save_run(self, run: Run, *, expect: State | None = None) -> bool:
+        """Insert or replace; with ``expect``, only if the stored state is still ``expect``.
+
+        The condition makes a transition from a stale copy (an executor thread
+        that outlived a restart, a second replica) fail instead of overwriting
+        what happened meanwhile. Callers persist every transition before
+        announcing it.
+        """
+        run.updated_at = _now()
+        run.created_at = run.created_at or run.updated_at
+        row = self._row(run)
+        with self._lock, self.db.conn:
+            if expect is not None:
+                cursor = self.db.execute(
+                    "UPDATE runs SET " + ", ".join(f"[{k}] = ?" for k in row) + " WHERE id = ? AND state = ?",
+                    [*row.values(), run.id, expect.value],
+                )
+                return cursor.rowcount == 1
             self.db["runs"].upsert(row, pk="id")
-        return run
+        return True
+
+    def start_run(self, run: Run) -> str | None:
+        """Take the run's environment and store the run in one transaction.
+
+        Returns the id of the run holding the environment when it is taken, so
+        a competing request always finds the holder's row.
+        """
+        run.created_at = run.updated_at = _now()
+        with self._lock, self.db.conn:
+            holder = list(self.db["env_locks"].rows_where("env = ?", [run.env]))
+            if holder and holder[0]["run_id"] != run.id:
+                return str(holder[0]["run_id"])
+            self.db["runs"].insert(self._row(run), pk="id")
+            self.db["env_locks"].upsert({"env": run.env, "run_id": run.id, "acquired_at": _now()}, pk="env")
+        return None
 
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
@@ -118,10 +149,11 @@ class Store:
         return _run_from_row(row)
 
     def run_by_message(self, channel: str, ts: str) -> Run | None:
-        """The newest run whose parent message is (channel, ts): approvals react on it."""
+        """The run a reaction on (channel, ts) is about: the thread's parent or the approval prompt."""
         with self._lock:
-            found = list(self.db["runs"].rows_where("channel = ? AND thread_ts = ?", [channel, ts],
-                                                    order_by="created_at desc"))
+            found = list(self.db["runs"].rows_where(
+                "channel = ? AND (thread_ts = ? OR json_extract(data, '$.prompt_ts') = ?)", [channel, ts, ts],
+                order_by="created_at desc"))
         runs = [_run_from_row(r) for r in found]
         deploys = [r for r in runs if r.kind in (Kind.DEPLOY, Kind.UNBLOCK)]
         return (deploys or runs or [None])[0]

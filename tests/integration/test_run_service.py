@@ -120,9 +120,9 @@ def test_restart_marks_running_runs_interrupted(settings) -> None:
     shell.wait_after_each = False
     from bot.runs.model import Run, new_run_id
 
-    run = store.save_run(Run(id=new_run_id(), kind=Kind.VALIDATE, state=State.RUNNING, requested_by=REQUESTER,
-                             channel="C_SHELL", thread_ts="t1"))
-    store.lock_env("staging", run.id)
+    run = Run(id=new_run_id(), kind=Kind.VALIDATE, state=State.RUNNING, requested_by=REQUESTER,
+              channel="C_SHELL", thread_ts="t1")
+    store.start_run(run)  # as the process that died left it: running, holding staging
     fresh = make_shell(settings)  # a new process would build a new service on the same state file
     fresh.service.recover()
     assert fresh.service.store.get_run(run.id).state is State.INTERRUPTED
@@ -210,3 +210,16 @@ def test_unknown_ref_is_a_sentence(bot_env: Databases, workdir: Path) -> None:
     stored = shell.service.store.get_run(run.id)
     assert stored.state is State.ERROR
     assert "There is no branch, tag or commit called 'no-such-branch'" in stored.summary
+
+
+def test_a_stale_copy_cannot_overwrite_an_interrupted_run(settings) -> None:
+    """An executor thread that outlived a restart finishes late: the stored 'interrupted' stands."""
+    from bot.runs.model import Run, new_run_id
+
+    store = Store(settings.state.path)
+    run = Run(id=new_run_id(), kind=Kind.VALIDATE, state=State.RUNNING, requested_by=REQUESTER, channel="C_SHELL",
+              thread_ts="t1")
+    store.start_run(run)
+    make_shell(settings).service.recover()
+    assert not store.save_run(replace(run, state=State.PASSED), expect=State.RUNNING)
+    assert store.get_run(run.id).state is State.INTERRUPTED
