@@ -9,6 +9,7 @@ left ``running`` into ``interrupted`` and says so in their threads.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Protocol
 
@@ -23,6 +24,7 @@ from bot.workflow import triage as triage_mod
 from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 3.0  # chat.update is rate-limited; a live line every few seconds is plenty
 
 
 class StaleRun(Exception):
@@ -141,10 +143,22 @@ class RunService:
             self.store.unlock_env(run.env, run.id)
 
     def _progress(self, run: Run) -> Callable[[str, dict], None]:
+        """Progress events -> the parent message's summary line, at most every few seconds.
+
+        Progress is not a transition, so it is shown, not stored: after a
+        restart the stored state is what counts.
+        """
+        last_shown = [0.0]
+
         def on_event(kind: str, data: dict) -> None:
             log.info("%s %s %s", run.id, kind, redact(str(data)))
-            if kind == "lock_retry":  # the one progress event people must see: we are waiting on their locks
-                self.announcer.say(run, _progress_text(data))
+            if kind == "lock_retry":  # the one event people must see in the thread: we wait on their locks
+                self.announcer.say(run, _lock_retry_text(data))
+            line = progress_line(kind, data)
+            now = time.monotonic()
+            if line and (kind == "step" or now - last_shown[0] >= PROGRESS_EVERY_S):
+                last_shown[0] = now
+                self.announcer.run_updated(replace(run, summary=line))
 
         return on_event
 
@@ -361,9 +375,22 @@ class RunService:
         return touched
 
 
-def _progress_text(data: dict) -> str:
+def _lock_retry_text(data: dict) -> str:
     return (f"{data.get('migration')}: lock not available on {data.get('table') or 'a table'}, "
             f"retry {data.get('attempt')} in {data.get('wait_s', 0):.1f}s")
+
+
+def progress_line(kind: str, data: dict) -> str:
+    """One line for the parent message while a run works (pure)."""
+    if kind == "step":
+        where = f" on {data['env']}" if data.get("env") else ""
+        count = f" ({data['count']} migration(s))" if data.get("count") else ""
+        return f"now: {data.get('step', 'working')}{where}{count}"
+    if kind == "migration_finished":
+        return f"now: {data.get('migration')} {'applied' if data.get('ok') else 'failed'} in {data.get('seconds', 0):.1f}s"
+    if kind == "refresh_progress":
+        return "now: refreshing staging — " + ", ".join(f"{k} {v}" for k, v in data.items() if k != "phase")
+    return ""
 
 
 def describe(run: Run) -> str:
