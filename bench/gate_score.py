@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.lint_score import (  # noqa: E402  (corpus loading, scoring and squawk: shared with the lint bench)
+    print_misses,
     CORPUS,
     Entry,
     Score,
@@ -180,13 +181,6 @@ def print_table(tools: dict[str, dict[str, str]], entries: list[Entry]) -> None:
     print(f"{'tool':28s} {head}       {head}")
     for name, verdicts in tools.items():
         print(f"{name:28s} {subset_score(verdicts, entries).row()}        {subset_score(verdicts, live).row()}")
-
-
-def print_misses(tools: dict[str, dict[str, str]], entries: list[Entry]) -> None:
-    """Which files each tool gets wrong (needs_db files marked with *)."""
-    for name, verdicts in tools.items():
-        wrong = [f"{e.name}{'*' if e.needs_db else ''}" for e in entries if verdicts[e.name] != e.verdict]
-        print(f"{name} wrong on {len(wrong)}: " + (", ".join(wrong) if wrong else "none"))
 
 
 def print_disagreements(results: list[GateResult], show_lines: bool) -> None:

@@ -81,13 +81,7 @@ def run_title(run: Run) -> str:
 
 def run_message(run: Run, deploy: Run | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The parent message of a run's thread (edited in place as it advances)."""
-    facts = [f"asked by <@{run.requested_by}>", f"env: {run.env}"]
-    if run.ref:
-        facts.append(f"ref: `{run.ref}`")
-    if run.commit:
-        facts.append(f"commit: `{run.commit[:10]}`")
-    if run.fingerprint:
-        facts.append(f"fingerprint: `{run.fingerprint[:12]}`")
+    facts = run.facts()
     blocks = [header(f"migrate-bot · {run.kind.value} {run.id}"),
               section(f"*{run_title(run)}*\n{run.summary}" if run.summary else f"*{run_title(run)}*"),
               context(*facts)]

@@ -83,6 +83,17 @@ class Run:
     def env(self) -> str:
         return ENVIRONMENT[self.kind]
 
+    def facts(self) -> list[str]:
+        """Who, where and exactly what: shown on the parent message and in status/history."""
+        found = [f"asked by <@{self.requested_by}>", f"env: {self.env}"]
+        if self.ref:
+            found.append(f"ref: `{self.ref}`")
+        if self.commit:
+            found.append(f"commit: `{self.commit[:10]}`")
+        if self.fingerprint:
+            found.append(f"fingerprint: `{self.fingerprint[:12]}`")
+        return found
+
 
 @dataclass(frozen=True)
 class Approval:

@@ -394,11 +394,7 @@ def progress_line(kind: str, data: dict) -> str:
 
 
 def describe(run: Run) -> str:
-    parts = [f"{run.id} {run.kind.value} — {run.state.value}", f"asked by <@{run.requested_by}>"]
-    if run.fingerprint:
-        parts.append(f"fingerprint {run.fingerprint[:12]}")
-    if run.commit:
-        parts.append(f"commit {run.commit[:10]}")
+    parts = [f"{run.id} {run.kind.value} — {run.state.value}", *run.facts()]
     if run.summary:
         parts.append(run.summary)
     return " · ".join(parts)
