@@ -94,9 +94,6 @@ class LocalCluster:
     def stop(self, mode: str = "fast") -> None:
         _run([str(bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
 
-    def is_running(self) -> bool:
-        return _run([str(bindir() / "pg_ctl"), "-D", str(self.datadir), "status"]).returncode == 0
-
 
 def _prepare_dir(base: Path) -> None:
     base.mkdir(parents=True, exist_ok=True)

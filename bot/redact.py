@@ -60,11 +60,6 @@ def redact(text: str) -> str:
     return _DSN_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)
 
 
-def registered_count() -> int:
-    with _lock:
-        return len(_secrets)
-
-
 class RedactingFilter(logging.Filter):
     """A logging filter that renders the message, redacts it and freezes it."""
 

@@ -83,11 +83,6 @@ class Store:
             )
         return found[0] if found else None
 
-    def latest_validation(self) -> dict[str, Any] | None:
-        with self._lock:
-            found = list(self.db["validations"].rows_where(order_by="id desc", limit=1))
-        return found[0] if found else None
-
     def record_deploy(self, *, fingerprint: str, ok: bool, applied: list[str], held: list[str], report_json: str,
                       run_id: str | None = None) -> int:
         with self._lock:
