@@ -213,27 +213,29 @@ def check_add_constraint(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: S
         yield from _pk_using_index(stmt, con, ctx)
 
 
-def _fk_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
+def _not_valid_fix(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str) -> str:
+    """The constraint added NOT VALID, then validated in a separate migration."""
     fixed = copy.copy(con)
     fixed.skip_validation, fixed.initially_valid = True, False
     fix = alter(stmt, alter_cmd(AT.AT_AddConstraint, def_=fixed)) + "\n-- then, in a separate migration:\n" + validate_constraint(stmt, fixed.conname)
+    return (prefix + "\n" if prefix else "") + fix
+
+
+def _fk_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
     return Hit(
         "add-foreign-key-without-not-valid",
-        f"FOREIGN KEY {fixed.conname} on {rel(stmt.relation)} ({col_list(fk_columns(con))}) -> {rel(con.pktable)} "
+        f"FOREIGN KEY {con.conname} on {rel(stmt.relation)} ({col_list(fk_columns(con))}) -> {rel(con.pktable)} "
         "is validated at once: a full scan while writes to both tables are blocked",
-        (prefix + "\n" if prefix else "") + fix,
+        _not_valid_fix(stmt, con, prefix),
     )
 
 
 def _check_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
-    fixed = copy.copy(con)
-    fixed.skip_validation, fixed.initially_valid = True, False
-    fix = alter(stmt, alter_cmd(AT.AT_AddConstraint, def_=fixed)) + "\n-- then, in a separate migration:\n" + validate_constraint(stmt, fixed.conname)
     return Hit(
         "add-check-without-not-valid",
-        f"CHECK {fixed.conname} ({sql(con.raw_expr)}) on {rel(stmt.relation)} is validated at once: "
+        f"CHECK {con.conname} ({sql(con.raw_expr)}) on {rel(stmt.relation)} is validated at once: "
         "a full scan under ACCESS EXCLUSIVE",
-        (prefix + "\n" if prefix else "") + fix,
+        _not_valid_fix(stmt, con, prefix),
     )
 
 
