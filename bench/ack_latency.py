@@ -58,7 +58,8 @@ sys.path.insert(0, str(ROOT))  # tests.slack_emulator is not an installed packag
 from bot import config, devcluster  # noqa: E402
 from bot.app import SlackBot, create_slack_bot  # noqa: E402
 from bot.runs.model import Kind, State  # noqa: E402
-from tests.fix_slack import BOT_TOKEN, DBA_GROUP, REQUESTER, SIGNING_SECRET, default_workspace  # noqa: E402
+from tests.fix_bot import bot_toml  # noqa: E402
+from tests.fix_slack import BOT_TOKEN, REQUESTER, SIGNING_SECRET, default_workspace  # noqa: E402
 from tests.slack_emulator import SlackEmulator, post_to_bot, signed_request, slash_command_body  # noqa: E402
 
 PASSWORDS = {"prod": "bench-ack-prod-3Kq8", "staging": "bench-ack-stg-7Vn2"}
@@ -93,22 +94,15 @@ def load_set(count: int) -> dict[str, str]:
     }
 
 
-def bot_toml(n: int, workdir: Path) -> str:
-    return (
-        "# written by bench/ack_latency.py\n"
+def bench_toml(n: int, workdir: Path) -> str:
+    """The e2e tests' bot config, plus this bot's own databases and state file."""
+    return bot_toml(workdir / "migrations", (
         "[databases]\n"
         f'prod = "env:BENCH_PROD_URL_{n}"\n'
         f'staging = "env:BENCH_STAGING_URL_{n}"\n'
-        "[slack]\n"
-        'bot_token = "env:SLACK_BOT_TOKEN"\n'
-        'signing_secret = "env:SLACK_SIGNING_SECRET"\n'
-        "[policy]\n"
-        f'approvers = ["{DBA_GROUP}"]\n'
-        "[migrations]\n"
-        f'dir = "{(workdir / "migrations").as_posix()}"\n'
         "[state]\n"
         f'path = "{(workdir / "state.db").as_posix()}"\n'
-    )
+    ))
 
 
 @dataclass
@@ -152,7 +146,7 @@ def start_bots(bench: Bench) -> None:
         for name, text in load_set(bench.migrations).items():
             (workdir / "migrations" / name).write_text(text, encoding="utf-8")
         path = workdir / "migrate-bot.toml"
-        path.write_text(bot_toml(n, workdir), encoding="utf-8")
+        path.write_text(bench_toml(n, workdir), encoding="utf-8")
         bot = create_slack_bot(config.load(str(path)))
         bot.service.recover()
         bot.serve_http("127.0.0.1", 0)
