@@ -103,7 +103,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     try:
         findings = lint_paths(args.paths)
     except LintSyntaxError as exc:
-        raise MigrateBotError(f"{exc}", "Fix the SQL; lint needs a parsable file.") from None
+        raise MigrateBotError(f"{str(exc).rstrip('.')}.", "Fix the SQL; lint needs a parsable file.") from None
     except FileNotFoundError as exc:
         raise MigrateBotError(f"No such file or directory: {exc.filename}.", "Check the path.") from None
     blockers = [f for f in findings if f.severity == "blocker" and f.allowed_reason is None]

@@ -117,3 +117,29 @@ def test_every_command_help_has_an_example(name: str, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     example = out.split("Example:\n", 1)[1]
     assert "migrate-bot " + name in example
+
+
+def test_lint_exits_1_on_a_blocker_with_json_findings(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    (workdir / "0001_idx.sql").write_text("CREATE INDEX orders_user_idx ON orders (user_id);\n")
+    assert main(["lint", "0001_idx.sql", "--format", "json"]) == 1
+    import json
+
+    (finding,) = json.loads(capsys.readouterr().out)
+    assert set(finding) >= {"file", "line", "statement", "rule", "severity", "message", "fix"}
+    assert (finding["rule"], finding["severity"], finding["line"]) == ("create-index-non-concurrent", "blocker", 1)
+    assert "CREATE INDEX CONCURRENTLY orders_user_idx ON orders" in finding["fix"]
+
+
+def test_lint_passes_safe_sql(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    (workdir / "0001_idx.sql").write_text("CREATE INDEX CONCURRENTLY orders_user_idx ON orders (user_id);\n")
+    assert main(["lint", "0001_idx.sql"]) == 0
+    assert capsys.readouterr().out.strip() == "0 finding(s), 0 blocker(s)"
+
+
+def test_lint_of_unparsable_sql_is_a_sentence(workdir: Path) -> None:
+    (workdir / "0001_bad.sql").write_text("SELECT 1;\nALTER TABLE;\n")
+    assert_clean_failure(cli("lint", "0001_bad.sql", cwd=workdir), 2, "0001_bad.sql")
+
+
+def test_lint_of_a_missing_path(workdir: Path) -> None:
+    assert_clean_failure(cli("lint", "nope.sql", cwd=workdir), 2, "nope.sql")
