@@ -55,7 +55,7 @@ class SlackBot:
 
 def create_slack_bot(settings: Settings, *, store: Store | None = None) -> SlackBot:
     """Resolve the Slack credentials (secret references), build the client, the service and the bolt app."""
-    from bot.chat.slack_app import GroupCache, SlackAnnouncer, build_app, make_client
+    from bot.chat.slack_app import GroupCache, SlackAnnouncer, build_app, check_token, make_client
 
     token = resolve(settings.slack.bot_token, what="Slack bot token")
     signing_secret = resolve(settings.slack.signing_secret, what="Slack signing secret")
@@ -64,6 +64,7 @@ def create_slack_bot(settings: Settings, *, store: Store | None = None) -> Slack
         raise ConfigError("The Slack bot token does not look like a bot token (xoxb-…).",
                           "Copy the Bot User OAuth Token from the app's OAuth & Permissions page into the secret store.")
     client = make_client(token, settings.slack.api_url)
+    check_token(client)
     store = store or Store(settings.state.path)
     service = create_service(settings, SlackAnnouncer(client, store), groups=GroupCache(client), store=store)
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-bot-chat")

@@ -26,6 +26,7 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from bot import messages
+from bot.errors import ConfigError, ConnectionFailed
 from bot.chat import commands as cmd
 from bot.chat import render
 from bot.chat.guard import looks_like_secret
@@ -64,6 +65,20 @@ def responder(response_url: str) -> Callable[..., None]:
             log.error("response_url answer failed: HTTP %s", response.status_code)
 
     return respond
+
+
+def check_token(client: WebClient) -> None:
+    """auth.test before anything else, so a bad token or no route to Slack is a sentence, not a traceback."""
+    try:
+        client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response else "unknown"
+        raise ConfigError(f"Slack refused the bot token ({error}).",
+                          "Check the Bot User OAuth Token in the secret store; reinstall the app if it was revoked.") from None
+    except OSError as exc:  # URLError, timeouts, refused connections
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionFailed(f"Could not reach Slack at {client.base_url} ({reason}).",
+                               "Check the network, the proxy, or SLACK_API_URL.") from None
 
 
 class SlackAnnouncer:
@@ -151,7 +166,8 @@ class GroupCache:
 
 def build_app(settings: Settings, service: RunService, client: WebClient, signing_secret: str,
               pool: ThreadPoolExecutor) -> App:
-    app = App(client=client, signing_secret=signing_secret, process_before_response=False)
+    app = App(client=client, signing_secret=signing_secret, process_before_response=False,
+              token_verification_enabled=False)  # create_slack_bot has checked the token with a clearer error
     store = service.store
 
     @app.command("/migrate")
