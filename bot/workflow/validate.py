@@ -23,6 +23,7 @@ from bot.workflow import checks, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks
 from bot.workflow.report import Report, Status, run_step
+from bot.workflow.schemactx import schema_ddl, touched_tables
 from bot.workflow.targets import database_url
 from bot.workflow.trace import StagingTrace
 
@@ -71,12 +72,12 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     report.passed("pending", f"{len(pending)} pending on prod: {', '.join(m.label for m in pending)}")
     _hold_back_notes(pending, settings, report)
     report.extend(syntax_checks(pending))
-    if settings.gate.lint:
-        report.extend(lint_checks([m for m in pending if not m.parse_error]))
     with connection(staging_url, env="staging") as staging:
-        if not _preflight_staging(staging, settings, options, pending, report):
-            return
-        if any(m.parse_error for m in pending):
+        ready = _preflight_staging(staging, settings, options, pending, report)
+        if settings.gate.lint:
+            lintable = [m for m in pending if not m.parse_error]
+            report.extend(lint_checks(lintable, schema_ddl(staging, touched_tables(lintable))))
+        if not ready or any(m.parse_error for m in pending):
             return  # nothing sensible to apply
         _apply_on_staging(staging, settings, options, pending, report, hot)
     _record(store, report, pending, options)

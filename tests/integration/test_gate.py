@@ -340,3 +340,19 @@ def test_plain_spot_check_fails_on_any_not_valid_constraint(bot_env: Databases) 
     with bot_env.connect("prod") as conn:
         check = checks.unvalidated_constraints(conn, "prod")
     assert check.status is Status.FAILED and "users.email_set" in check.message
+
+
+def test_lint_sees_the_real_schema_of_touched_tables(bot_env: Databases, make_migrations) -> None:
+    """A validated CHECK (email IS NOT NULL) already on prod makes SET NOT NULL safe; only the catalog knows."""
+    bot_env.both(SEED + "ALTER TABLE users ADD CONSTRAINT users_email_not_null CHECK (email IS NOT NULL);")
+    make_migrations({"0001_email_nn.sql": "ALTER TABLE users ALTER COLUMN email SET NOT NULL;"})
+    report = run_validate()
+    assert "lint.set-not-null-without-check" not in statuses(report)
+    assert report.exit_code == 0, report.lines()
+
+
+def test_lint_knows_a_column_type_from_the_catalog(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED + "ALTER TABLE users ADD COLUMN nick varchar(50);")
+    make_migrations({"0001_nick.sql": "ALTER TABLE users ALTER COLUMN nick TYPE text;"})
+    report = run_validate()
+    assert not any(c.name.startswith("lint.alter-column-type") for c in report.checks), report.lines()
