@@ -104,7 +104,9 @@ class Shell:
         words = _split(line)
         if not words:
             return self._reply(Reply(False, "I couldn't read that line (unbalanced quotes?). " + SHELL_HELP))
-        if words[0] in ("react", "unreact") and len(words) in (3, 5):
+        if words[0] in ("react", "unreact"):
+            if len(words) not in (3, 5):
+                return self._reply(Reply(False, f"Write it as: {words[0]} :EMOJI: RUN-ID [as USER]"))
             return self._react(words, user)
         if words[0] == "user" and len(words) == 2:
             self.user = words[1]

@@ -166,8 +166,7 @@ class GroupCache:
 
 def build_app(settings: Settings, service: RunService, client: WebClient, signing_secret: str,
               pool: ThreadPoolExecutor) -> App:
-    app = App(client=client, signing_secret=signing_secret, process_before_response=False,
-              token_verification_enabled=False)  # create_slack_bot has checked the token with a clearer error
+    app = App(client=client, signing_secret=signing_secret, process_before_response=False)
     store = service.store
 
     @app.command("/migrate")

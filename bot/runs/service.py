@@ -327,7 +327,7 @@ class RunService:
     def status(self, run_id: str | None) -> Reply:
         run = self.store.get_run(run_id) if run_id else (self.store.runs(limit=1) or [None])[0]
         if run is None:
-            return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id) if run_id else messages.NO_RUNS)
+            return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id)) if run_id else Reply(True, messages.NO_RUNS)
         return Reply(True, describe(run), run)
 
     def history(self, limit: int = 10) -> Reply:

@@ -223,3 +223,13 @@ def test_a_stale_copy_cannot_overwrite_an_interrupted_run(settings) -> None:
     make_shell(settings).service.recover()
     assert not store.save_run(replace(run, state=State.PASSED), expect=State.RUNNING)
     assert store.get_run(run.id).state is State.INTERRUPTED
+
+
+def test_a_malformed_reaction_line_says_how_to_write_it(settings) -> None:
+    reply = make_shell(settings).handle("react :x:")
+    assert not reply.ok and reply.text == "Write it as: react :EMOJI: RUN-ID [as USER]"
+
+
+def test_status_before_any_run_is_not_an_error(settings) -> None:
+    reply = make_shell(settings).handle("/migrate status")
+    assert reply.ok and reply.text == messages.NO_RUNS
