@@ -54,7 +54,7 @@ def redact(text: str) -> str:
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
-        if secret in text:
+        while secret in text:  # a replacement can splice a new occurrence; each pass shrinks the text
             text = text.replace(secret, MASK)
     text = mask_url(text)
     return _DSN_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}", text)

@@ -43,3 +43,27 @@ def test_logging_filter_redacts_messages_and_exceptions(caplog: pytest.LogCaptur
     record = logger.makeRecord("t", logging.ERROR, __file__, 1, "connect %s", ("postgres://u:log-secret-99x@h/d",), None)
     RedactingFilter().filter(record)
     assert "log-secret-99x" not in record.getMessage()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(tail=st.text(min_size=3, max_size=30).filter(lambda s: "://" not in s),
+       before=st.text(max_size=40), after=st.text(max_size=40))
+def test_a_registered_secret_never_survives(tail: str, before: str, after: str) -> None:
+    # The registry is process-wide: the snowman keeps these secrets from masking other tests' output.
+    secret = "\u2603" + tail
+    register(secret)
+    assert secret not in redact(before + secret + after + secret)
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_characters="@/",
+                                              blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+                        min_size=1, max_size=30))
+def test_a_url_password_never_survives_even_unregistered(password: str) -> None:
+    """Any password a URL can carry (no '@', '/', whitespace or control characters) is masked."""
+    text = redact(f"could not connect to postgres://app:{password}@db.internal:5432/app")
+    assert f":{password}@" not in text
