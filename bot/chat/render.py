@@ -147,6 +147,19 @@ def text_blocks(text: str) -> list[dict[str, Any]]:
     return [section(text)]
 
 
+def home_view(runs: list[Run]) -> dict[str, Any]:
+    """The App Home tab: what the bot is doing and the recent runs, newest first."""
+    blocks = [header("migrate-bot"),
+              section("Type `/migrate validate` in a channel with the bot to run the pending migrations on staging; "
+                      "`/migrate help` lists every command.")]
+    if not runs:
+        blocks.append(context("No runs yet."))
+    for run in runs[:20]:
+        blocks.append(section(f"*{run_title(run)}*\n{run.summary}" if run.summary else f"*{run_title(run)}*"))
+        blocks.append(context(*run.facts()))
+    return {"type": "home", "blocks": fit(blocks, "`/migrate history` lists more.")}
+
+
 # -- terminal ---------------------------------------------------------------------
 def terminal_run(run: Run) -> str:
     line = f"[{run.id}] {run.kind.value}: {run.state.value.replace('_', ' ')}"

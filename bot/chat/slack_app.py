@@ -195,6 +195,11 @@ def build_app(settings: Settings, service: RunService, client: WebClient, signin
         ack()
         pool.submit(service.reject, action["value"], body["user"]["id"])
 
+    @app.event("app_home_opened")
+    def on_home_opened(event: dict) -> None:
+        if event.get("tab") == "home":
+            pool.submit(_publish_home, client, store, event["user"])
+
     @app.event("message")
     def on_message(event: dict, body: dict) -> None:
         if event.get("bot_id") or event.get("subtype") or not store.first_time(body.get("event_id", "")):
@@ -223,6 +228,13 @@ def _react(service: RunService, event: dict, added: bool) -> None:
     if item.get("type") != "message":
         return
     service.react(item.get("channel", ""), item.get("ts", ""), event.get("user", ""), event.get("reaction", ""), added)
+
+
+def _publish_home(client: WebClient, store: Store, user: str) -> None:
+    try:
+        client.views_publish(user_id=user, view=render.home_view(store.runs(limit=20)))
+    except SlackApiError as exc:
+        log.error("views.publish failed: %s", exc.response.get("error"))
 
 
 def _warn_credential(client: WebClient, event: dict, kind: str) -> None:

@@ -245,3 +245,13 @@ def test_approval_on_the_message_that_asks_for_it_counts(slack_bot: BotDriver) -
     slack_bot.react(asking.ts, APPROVE, APPROVER1)
     slack_bot.wait_idle()
     assert slack_bot.store.get_run(deploy.id).state is State.SCHEDULED
+
+
+def test_app_home_lists_recent_runs(slack_bot: BotDriver) -> None:
+    validation, deploy = slack_bot.deploy_awaiting_approval()
+    slack_bot.event({"type": "app_home_opened", "user": APPROVER1, "channel": "D_HOME", "tab": "home"})
+    slack_bot.wait_idle()
+    view = slack_bot.emulator.home_view(APPROVER1)
+    assert view is not None and view["type"] == "home"
+    text = block_texts(view["blocks"])
+    assert f"deploy {deploy.id} — awaiting approval" in text and f"validate {validation.id} — passed" in text

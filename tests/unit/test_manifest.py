@@ -41,7 +41,8 @@ METHOD_SCOPES: dict[str, str | None] = {
     "views.publish": None,
 }
 # bolt event listener -> (manifest bot event, the scope it needs); "message" here means public channels.
-EVENT_SCOPES: dict[str, tuple[str, str]] = {
+EVENT_SCOPES: dict[str, tuple[str, str | None]] = {
+    "app_home_opened": ("app_home_opened", None),
     "reaction_added": ("reaction_added", "reactions:read"),
     "reaction_removed": ("reaction_removed", "reactions:read"),
     "message": ("message.channels", "channels:history"),
@@ -98,7 +99,7 @@ def called_api_methods() -> set[str]:
 
 def test_the_code_calls_the_methods_we_think_it_does() -> None:
     assert called_api_methods() == {"auth.test", "chat.postMessage", "chat.update", "files.getUploadURLExternal",
-                                    "files.completeUploadExternal", "usergroups.users.list"}
+                                    "files.completeUploadExternal", "usergroups.users.list", "views.publish"}
 
 
 def test_every_called_method_has_a_known_scope() -> None:
@@ -108,7 +109,7 @@ def test_every_called_method_has_a_known_scope() -> None:
 
 def test_bot_scopes_are_exactly_what_the_code_needs() -> None:
     needed = {METHOD_SCOPES[m] for m in called_api_methods()} - {None}
-    needed |= {EVENT_SCOPES[e][1] for e in listeners("event")}
+    needed |= {EVENT_SCOPES[e][1] for e in listeners("event")} - {None}
     needed |= {"commands"} if listeners("command") else set()
     assert sorted(manifest()["oauth_config"]["scopes"]["bot"]) == sorted(needed)
 
