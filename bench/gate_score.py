@@ -41,15 +41,13 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.lint_score import (  # noqa: E402  (corpus loading, scoring and squawk: shared with the lint bench)
+    add_squawk,
     print_misses,
     CORPUS,
     Entry,
     Score,
-    find_squawk,
     lint_verdict,
     load_corpus,
-    run_squawk,
-    squawk_verdicts,
 )
 from bot import devcluster  # noqa: E402
 from bot.config import Databases, Settings, State  # noqa: E402
@@ -242,11 +240,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(e.needs_db for e in entries)} need a live database\n")
     tools = {"migrate-bot gate (live)": {r.entry.name: r.verdict for r in results},
              "migrate-bot lint (static)": {e.name: lint_verdict(e.sql) for e in entries}}
-    squawk = find_squawk()
-    if squawk:
-        every, hazard = squawk_verdicts(run_squawk(squawk, [e.path for e in entries]), entries)
-        tools["squawk (any violation)"] = every
-        tools["squawk (hazard rules only)"] = hazard
+    squawk = add_squawk(tools, entries)
     print_table(tools, entries)
     if not squawk:
         print("squawk not installed")

@@ -206,6 +206,16 @@ def print_scores(tools: dict[str, dict[str, str]], entries: list[Entry]) -> None
         print(f"{name:28s} {score(verdicts, entries, False).row()}        {score(verdicts, entries, True).row()}")
 
 
+def add_squawk(tools: dict[str, dict[str, str]], entries: list[Entry]) -> str | None:
+    """Add squawk's two readings to ``tools`` when it is installed; returns its path (or None)."""
+    squawk = find_squawk()
+    if squawk:
+        every, hazard = squawk_verdicts(run_squawk(squawk, [e.path for e in entries]), entries)
+        tools["squawk (any violation)"] = every
+        tools["squawk (hazard rules only)"] = hazard
+    return squawk
+
+
 def print_misses(tools: dict[str, dict[str, str]], entries: list[Entry]) -> None:
     """Which files each tool gets wrong (needs_db files marked with *)."""
     for name, verdicts in tools.items():
@@ -223,11 +233,7 @@ def main() -> int:
         f"{sum(e.needs_db for e in entries)} need a live database, {statements} statements\n"
     )
     tools = {"migrate-bot lint": {e.name: lint_verdict(e.sql) for e in entries}}
-    squawk = find_squawk()
-    if squawk:
-        every, hazard = squawk_verdicts(run_squawk(squawk, [e.path for e in entries]), entries)
-        tools["squawk (any violation)"] = every
-        tools["squawk (hazard rules only)"] = hazard
+    squawk = add_squawk(tools, entries)
     print_scores(tools, entries)
     if not squawk:
         print("squawk not installed")

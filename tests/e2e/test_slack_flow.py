@@ -8,7 +8,6 @@ Every sentence is asserted exactly as ``bot.messages`` words it.
 
 from __future__ import annotations
 
-import pytest
 
 from bot import messages
 from bot.chat import commands as cmd

@@ -18,6 +18,7 @@ from bot import config
 from bot.migrations.apply import ensure_history
 from bot.workflow import dumprestore, refresh
 from bot.workflow.refresh import RefreshOptions, choose_method
+from bot.workflow.report import Report
 from tests.fix_pg import PROD_PASSWORD, STAGING_PASSWORD, Databases
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,31 +338,28 @@ def tool_processes() -> dict[str, tuple[str, str]]:
     return found
 
 
-def test_passwords_never_reach_the_tools_command_lines(bot_env: Databases) -> None:
-    seed(bot_env)
-    bot_env.sql("prod", BULK_ORDERS)
+def tools_seen_during_a_refresh(dbs: Databases) -> tuple[Report, dict[str, tuple[str, str]]]:
+    """Refresh, looking at pg_dump's and pg_restore's command lines and environments while they run."""
+    seed(dbs)
+    dbs.sql("prod", BULK_ORDERS)
     seen: dict[str, tuple[str, str]] = {}
 
     def look_at_processes(kind: str, data: dict) -> None:
         if data["phase"] == "restore":
             seen.update(tool_processes())
 
-    report = refresh.run(settings(), RefreshOptions(on_event=look_at_processes, method="pipe"))
+    return refresh.run(settings(), RefreshOptions(on_event=look_at_processes, method="pipe")), seen
+
+
+def test_passwords_never_reach_the_tools_command_lines(bot_env: Databases) -> None:
+    report, seen = tools_seen_during_a_refresh(bot_env)
     assert report.exit_code == 0, report.lines()
     assert set(seen) == {"pg_dump", "pg_restore"}
     assert not [cmd for cmd, _ in seen.values() if PROD_PASSWORD in cmd or STAGING_PASSWORD in cmd]
 
 
 def test_each_tool_gets_only_its_own_sides_password(bot_env: Databases) -> None:
-    seed(bot_env)
-    bot_env.sql("prod", BULK_ORDERS)
-    seen: dict[str, tuple[str, str]] = {}
-
-    def look_at_processes(kind: str, data: dict) -> None:
-        if data["phase"] == "restore":
-            seen.update(tool_processes())
-
-    refresh.run(settings(), RefreshOptions(on_event=look_at_processes, method="pipe"))
+    _, seen = tools_seen_during_a_refresh(bot_env)
     dump_env, restore_env = seen["pg_dump"][1].splitlines(), seen["pg_restore"][1].splitlines()
     assert f"PGPASSWORD={PROD_PASSWORD}" in dump_env and STAGING_PASSWORD not in "\n".join(dump_env)
     assert f"PGPASSWORD={STAGING_PASSWORD}" in restore_env and PROD_PASSWORD not in "\n".join(restore_env)
