@@ -122,7 +122,7 @@ class MigrationOutcome:
     statements: list[StatementOutcome] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)  # from hooks
     failure: PgFailure | None = None
-    applied_before_failure: int = 0  # statements left applied by a failed no-transaction file
+    applied_before_failure: int = 0  # statements already committed when a file failed (never re-run)
 
 
 @dataclass(frozen=True)
@@ -282,8 +282,8 @@ class Applier:
             except pgerrors.LockNotAvailable as exc:
                 self._rollback_if_open()
                 outcome.failure = PgFailure.from_error(exc, self._current(migration, outcome))
-                if attempt == self.lock_retries:
-                    return outcome
+                if attempt == self.lock_retries or outcome.applied_before_failure:
+                    return outcome  # out of retries, or part of the file already committed: never run it twice
                 wait = self._backoff(attempt)
                 self.on_event("lock_retry", {"migration": migration.label, "attempt": attempt + 1, "wait_s": wait,
                                              "table": outcome.failure.table})
@@ -323,6 +323,8 @@ class Applier:
                     self._finished_hooks(migration, outcome)
                     self._record(migration, time.perf_counter() - started)
                 self._execute(migration, stmt, outcome)
+                if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    outcome.applied_before_failure = len(outcome.statements)  # durable from here on
             if not migration.statements[last_commit].sql.upper().startswith(("COMMIT", "END")):
                 self._record(migration, time.perf_counter() - started)
         finally:

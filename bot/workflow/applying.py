@@ -24,7 +24,8 @@ def outcome_check(outcome: MigrationOutcome, env: str) -> Check:
     assert f is not None
     category = category_for_sqlstate(f.sqlstate)
     tries = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-    left = (f"; {outcome.applied_before_failure} earlier statement(s) of this no-transaction migration stayed applied"
+    left = (f"; {outcome.applied_before_failure} earlier statement(s) of this migration were already committed "
+            "and stay applied — make the file re-runnable or finish it by hand before retrying"
             if outcome.applied_before_failure else "")
     details = dict(f.to_details(), category=category, attempts=outcome.attempts, path=m.path)
     return Check(name, Status.FAILED, f"failed on {env}{tries}: {f.message}{left}", migration=m.label, details=details)

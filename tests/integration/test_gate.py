@@ -354,3 +354,19 @@ def test_lint_knows_a_column_type_from_the_catalog(bot_env: Databases, make_migr
     make_migrations({"0001_nick.sql": "ALTER TABLE users ALTER COLUMN nick TYPE text;"})
     report = run_validate()
     assert not any(c.name.startswith("lint.alter-column-type") for c in report.checks), report.lines()
+
+
+def test_own_transaction_file_is_never_rerun_after_a_partial_commit(bot_env: Databases, make_migrations) -> None:
+    """CREATE TABLE commits on its own; a lock timeout in the later block must not run the file twice."""
+    bot_env.both(SEED)
+    root = make_migrations({"0001_two_steps.sql": "CREATE TABLE audit_log (id int);\n"
+                                                  "BEGIN;\nALTER TABLE users ADD COLUMN nickname text;\nCOMMIT;\n"})
+    holder = bot_env.connect("staging", autocommit=False)
+    holder.execute("SELECT count(*) FROM users")
+    with bot_env.connect("staging") as conn:
+        apply.ensure_history(conn)
+        outcome = apply.Applier(conn, "staging", lock_timeout_s=0.2, lock_retries=3, backoff_s=0.05).apply(
+            discover(root)[0])
+    holder.close()
+    assert not outcome.ok and outcome.attempts == 1
+    assert outcome.failure.sqlstate == "55P03" and outcome.applied_before_failure == 1
