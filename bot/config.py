@@ -62,6 +62,7 @@ class Gate:
 class Deploy:
     cleanup_hold_days: int = 7
     require_env_flag: bool = True  # STAGING_VALIDATION_PASSED=true, as the runbook says
+    validation_max_age_hours: float = 72.0  # an older pass proves little about today's data; 0 = no limit
 
 
 @dataclass(frozen=True)

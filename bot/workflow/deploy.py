@@ -83,7 +83,7 @@ def _deploy(settings: Settings, store: Ledger, options: DeployOptions, report: R
         _preflight(prod, settings, report)
         if report.failures:
             return
-        now = options.now or datetime.now(timezone.utc)
+        now = _now(options)
         to_apply, held = held_back(plan.pending, history, timedelta(days=settings.deploy.cleanup_hold_days), now)
         for m, why in held:
             report.held(f"hold-back.{m.label}", why, migration=m.label)
@@ -115,8 +115,19 @@ def _allowed(settings: Settings, store: Ledger, options: DeployOptions, report: 
                        f"{fingerprint[:12]}); run `migrate-bot validate` first — a deploy only applies what passed",
                        details={"category": "staging-stale"})
         return False
+    limit_h = settings.deploy.validation_max_age_hours
+    age_h = (_now(options) - datetime.fromisoformat(found["created_at"])).total_seconds() / 3600
+    if limit_h and age_h > limit_h:
+        report.blocker("validation", f"the passing validation of this set is {age_h:.0f} hours old (limit {limit_h:g}); "
+                       "prod's data has moved on since — refresh staging and validate again",
+                       details={"category": "staging-stale"})
+        return False
     report.passed("validation", f"passed on staging at {found['created_at'][:19]} for fingerprint {fingerprint[:12]}")
     return True
+
+
+def _now(options: DeployOptions) -> datetime:
+    return options.now or datetime.now(timezone.utc)
 
 
 def _preflight(prod: psycopg.Connection, settings: Settings, report: Report) -> None:

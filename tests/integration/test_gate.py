@@ -370,3 +370,15 @@ def test_own_transaction_file_is_never_rerun_after_a_partial_commit(bot_env: Dat
     holder.close()
     assert not outcome.ok and outcome.attempts == 1
     assert outcome.failure.sqlstate == "55P03" and outcome.applied_before_failure == 1
+
+
+def test_a_stale_validation_is_refused(bot_env: Databases, make_migrations) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    assert run_validate().exit_code == 0
+    report = run_deploy(now=datetime.now(timezone.utc) + timedelta(hours=100))
+    check = next(c for c in report.checks if c.name == "validation")
+    assert check.status is Status.BLOCKER and "100 hours old (limit 72)" in check.message
+    assert bot_env.sql("prod", "SELECT to_regclass('orders')") == [(None,)]
