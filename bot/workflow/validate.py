@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 
 from bot.config import Settings
+from bot.errors import ConfigError
 from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
@@ -23,6 +24,7 @@ from bot.workflow import checks, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks
 from bot.workflow.report import Report, Status, run_step
+from bot.workflow.refreshdb import ServerIdentity, server_identity
 from bot.workflow.schemactx import schema_ddl, touched_tables
 from bot.workflow.targets import database_url
 from bot.workflow.trace import StagingTrace
@@ -62,6 +64,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
         prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
         _preflight_prod(prod, settings, report)
         hot = perf.hot_queries(prod, settings.gate.perf_queries) if settings.gate.perf_queries else None
+        prod_is = (server_identity(prod), prod.info.dbname)
     report.extend(drift_checks(prod_plan, "prod"))
     pending = prod_plan.pending
     report.fingerprint = set_fingerprint(pending)
@@ -73,6 +76,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     _hold_back_notes(pending, settings, report)
     report.extend(syntax_checks(pending))
     with connection(staging_url, env="staging") as staging:
+        _refuse_prod_as_staging(prod_is, staging)
         ready = _preflight_staging(staging, settings, options, pending, report)
         if settings.gate.lint:
             lintable = [m for m in pending if not m.parse_error]
@@ -81,6 +85,17 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
             return  # nothing sensible to apply
         _apply_on_staging(staging, settings, options, pending, report, hot)
     _record(store, report, pending, options)
+
+
+def _refuse_prod_as_staging(prod_is: tuple[ServerIdentity, str], staging: psycopg.Connection) -> None:
+    """The gate applies migrations to staging: if "staging" is prod under another name, stop."""
+    identity, dbname = prod_is
+    if dbname == staging.info.dbname and identity.same_server(server_identity(staging)):
+        raise ConfigError(
+            f"The staging database URL leads to the prod database ({dbname} on the server with "
+            f"{identity.describe()}): the gate would apply the migrations to prod.",
+            "Point STAGING_DATABASE_URL (databases.staging) at the staging database.",
+        )
 
 
 def _preflight_prod(prod: psycopg.Connection, settings: Settings, report: Report) -> None:

@@ -382,3 +382,13 @@ def test_a_stale_validation_is_refused(bot_env: Databases, make_migrations) -> N
     check = next(c for c in report.checks if c.name == "validation")
     assert check.status is Status.BLOCKER and "100 hours old (limit 72)" in check.message
     assert bot_env.sql("prod", "SELECT to_regclass('orders')") == [(None,)]
+
+
+def test_staging_that_is_prod_under_another_name_is_refused(bot_env: Databases, make_migrations, monkeypatch) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    monkeypatch.setenv("STAGING_DATABASE_URL", bot_env.prod_url.replace("127.0.0.1", "localhost"))
+    report = run_validate()
+    assert report.exit_code == 2
+    assert "The staging database URL leads to the prod database" in report.error
+    assert bot_env.sql("prod", "SELECT to_regclass('orders')") == [(None,)]
