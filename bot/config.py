@@ -47,6 +47,7 @@ class Gate:
     install_extensions: bool = False
     lock_timeout_s: float = 2.0
     lock_retries: int = 5
+    lock_backoff_s: float = 0.5  # first wait between lock retries; doubles each time, at most 10 s
     statement_timeout_s: float = 0.0  # 0 = no limit
     idle_in_transaction_minutes: int = 5
     connections_needed: int = 5  # headroom the run itself needs (pool during VALIDATE)
@@ -174,6 +175,8 @@ def _validate(settings: Settings) -> None:
             f"not {settings.migrations.format!r}.",
             "",
         )
+    if settings.gate.lock_backoff_s < 0:
+        raise ConfigError("Config key 'gate.lock_backoff_s' must not be negative.", "Try 0.5.")
     if settings.gate.lock_timeout_s <= 0:
         raise ConfigError("Config key 'gate.lock_timeout_s' must be greater than 0.", "Try 2.")
     if settings.policy.approvals_required < 1:

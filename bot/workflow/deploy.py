@@ -143,7 +143,7 @@ def _apply(prod: psycopg.Connection, settings: Settings, options: DeployOptions,
     applier_mod.ensure_history(prod)
     gate = settings.gate
     applier = applier_mod.Applier(
-        conn=prod, env="prod", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries,
+        conn=prod, env="prod", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries, backoff_s=gate.lock_backoff_s,
         statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
         on_event=options.on_event,
     )

@@ -145,7 +145,7 @@ def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: 
     gate = settings.gate
     hooks = options.hooks or StagingTrace(gate)  # locks, rewrites, durations + data pre-checks, on prod-sized data
     applier = applier_mod.Applier(
-        conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries,
+        conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries, backoff_s=gate.lock_backoff_s,
         statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
         hooks=hooks, on_event=options.on_event,
     )
