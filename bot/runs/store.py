@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -215,9 +215,13 @@ class Store:
         with self._lock:
             try:
                 self.db["seen_events"].insert({"id": event_id, "seen_at": _now()})
-                return True
             except sqlite3.IntegrityError:
                 return False
+            # Slack stops redelivering after minutes; a day of ids is plenty and keeps the table small.
+            cutoff = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+            self.db.execute("DELETE FROM seen_events WHERE seen_at < ?", [cutoff])
+            self.db.conn.commit()
+            return True
 
 
 def _run_from_row(row: dict[str, Any]) -> Run:

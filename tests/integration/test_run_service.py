@@ -233,3 +233,10 @@ def test_a_malformed_reaction_line_says_how_to_write_it(settings) -> None:
 def test_status_before_any_run_is_not_an_error(settings) -> None:
     reply = make_shell(settings).handle("/migrate status")
     assert reply.ok and reply.text == messages.NO_RUNS
+
+
+def test_seen_event_ids_are_forgotten_after_a_day(workdir) -> None:
+    store = Store(workdir / "state.db")
+    store.db["seen_events"].insert({"id": "Ev-old", "seen_at": "2020-01-01T00:00:00+00:00"})
+    assert store.first_time("Ev-new") and not store.first_time("Ev-new")
+    assert [r["id"] for r in store.db["seen_events"].rows] == ["Ev-new"]
