@@ -302,7 +302,7 @@ def _build_and_swap(r: _Run, maint: psycopg.Connection, plan: _Plan, pg_dump: st
     ts = db.stamp()
     new = db.refresh_name(r.staging_db, ts)
     existed = db.database_exists(maint, r.staging_db)
-    with _no_validation_meanwhile(r, existed):
+    with _no_validation_meanwhile(r, existed) as lock_pid:
         if not db.create_database(maint, new, plan.catalog):
             r.report.warning("refresh-locale", f"prod's locale ({plan.catalog.collate}) does not exist on the staging "
                                                "server; the copy uses the server's default locale")
@@ -312,21 +312,25 @@ def _build_and_swap(r: _Run, maint: psycopg.Connection, plan: _Plan, pg_dump: st
         except BaseException:
             _drop_quietly(r, maint, new)
             raise
-    _swap(r, maint, new, db.old_name(r.staging_db, ts) if existed else None)
+    _swap(r, maint, new, db.old_name(r.staging_db, ts) if existed else None, ours=frozenset(lock_pid))
 
 
 @contextmanager
-def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[None]:
-    """Hold the environment lock on staging while building, so no validation starts on a database about to go."""
+def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[list[int]]:
+    """Hold the environment lock on staging while building, so no validation starts on a database about to go.
+
+    Yields the lock session's backend pid (if any), so the swap does not count
+    that session, still exiting after close, as a user it disconnected.
+    """
     if not existed:
-        yield
+        yield []
         return
     conn = connect(r.url_for(r.staging_db), env="staging", app_suffix="-refresh")
     try:
         if not scalar(conn, "SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS):
             raise EnvironmentBusy("A validation or deploy is running on staging; a refresh now would pull the "
                                   "database out from under it.", "Wait for it to finish, then refresh.")
-        yield
+        yield [conn.info.backend_pid]
     finally:
         conn.close()  # closing releases the session-level lock
 
@@ -474,11 +478,12 @@ def _mask(r: _Run, conn: psycopg.Connection, plan: _Plan) -> set[str]:
     return {c.regclass for c, _ in done}
 
 
-def _swap(r: _Run, maint: psycopg.Connection, new: str, old: str | None) -> None:
+def _swap(r: _Run, maint: psycopg.Connection, new: str, old: str | None,
+          ours: frozenset[int] = frozenset()) -> None:
     """Rename the copy in; the previous staging is dropped only now that the copy is in place."""
     r.event("swap")
     try:
-        ended = db.swap(maint, r.staging_db, new, old)
+        ended = db.swap(maint, r.staging_db, new, old, ours)
     except psycopg.Error as exc:
         sessions = ", ".join(f"{s['pid']} ({s['application'] or s['user']})"
                              for s in db.other_sessions(maint, r.staging_db)[:5])

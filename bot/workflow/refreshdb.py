@@ -230,11 +230,17 @@ def rename_database(conn: psycopg.Connection, old: str, new: str) -> None:
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
-def terminate_sessions(conn: psycopg.Connection, dbname: str) -> int:
-    """pg_terminate_backend for everyone connected to ``dbname``; returns how many went."""
-    found = rows(conn, """SELECT pg_terminate_backend(pid) AS gone FROM pg_stat_activity
-                          WHERE datname = %s AND pid <> pg_backend_pid()""", (dbname,))
-    return sum(1 for r in found if r["gone"])
+def terminate_sessions(conn: psycopg.Connection, dbname: str, ours: frozenset[int] = frozenset()) -> int:
+    """pg_terminate_backend for everyone connected to ``dbname``; returns how many *other clients* went.
+
+    Autovacuum workers and our own just-closed backends (``ours``: a closed
+    connection's server process exits a moment later) also hold the database
+    and must go for the rename, but they are not anybody's session: counting
+    them would tell the team that someone was disconnected when nobody was.
+    """
+    found = rows(conn, """SELECT pid, pg_terminate_backend(pid) AS gone, backend_type = 'client backend' AS client
+                          FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()""", (dbname,))
+    return sum(1 for r in found if r["gone"] and r["client"] and r["pid"] not in ours)
 
 
 def other_sessions(conn: psycopg.Connection, dbname: str) -> list[dict[str, Any]]:
@@ -242,7 +248,8 @@ def other_sessions(conn: psycopg.Connection, dbname: str) -> list[dict[str, Any]
                          WHERE datname = %s AND pid <> pg_backend_pid()""", (dbname,))
 
 
-def swap(conn: psycopg.Connection, staging: str, new: str, old: str | None) -> int:
+def swap(conn: psycopg.Connection, staging: str, new: str, old: str | None,
+         ours: frozenset[int] = frozenset()) -> int:
     """Rename ``staging`` -> ``old`` and ``new`` -> ``staging`` in ONE transaction; returns sessions ended.
 
     Both renames commit together, so there is never a moment without a
@@ -253,7 +260,7 @@ def swap(conn: psycopg.Connection, staging: str, new: str, old: str | None) -> i
     ended = 0
     for attempt in range(SWAP_ATTEMPTS):
         if old is not None:
-            ended += terminate_sessions(conn, staging)
+            ended += terminate_sessions(conn, staging, ours)
         try:
             with conn.transaction():
                 conn.execute(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from bot import config
 from bot.migrations.apply import ensure_history
-from bot.workflow import dumprestore, refresh
+from bot.workflow import dumprestore, refresh, refreshdb
 from bot.workflow.refresh import RefreshOptions, choose_method
 from bot.workflow.report import Report
 from tests.fix_pg import PROD_PASSWORD, STAGING_PASSWORD, Databases
@@ -131,6 +131,29 @@ def test_refresh_reports_one_contract_line_per_check(bot_env: Databases) -> None
     assert report.lines()[-1] == "RESULT refresh: PASS (5 passed) exit 0"
     assert {k: report.facts[k] for k in ("method", "jobs", "tables")} == {"method": "pipe", "jobs": 1, "tables": 3}
     assert report.facts["bytes"] > 0 and report.facts["seconds"] > 0
+
+
+def test_a_client_left_on_old_staging_is_disconnected_and_counted(bot_env: Databases) -> None:
+    seed(bot_env)
+    left_open = bot_env.connect("staging")
+    report = refresh.run(settings(), RefreshOptions(method="pipe"))
+    assert report.exit_code == 0, report.lines()
+    assert lines_of(report)["refresh-swap"].endswith("the previous copy was dropped; 1 session disconnected")
+    with pytest.raises(psycopg.OperationalError):
+        left_open.execute("SELECT 1")
+    left_open.close()
+
+
+def test_the_swap_ends_our_own_lingering_backend_without_counting_it(bot_env: Databases) -> None:
+    """A closed connection's backend exits a moment later; the swap must not report it as a user it disconnected."""
+    name, staging = bot_env.name, bot_env.clusters.staging
+    with psycopg.connect(staging.url("postgres"), autocommit=True) as maint, bot_env.connect("staging") as lingering:
+        maint.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name + "_next")))
+        ended = refreshdb.swap(maint, name, name + "_next", name + "_prev", frozenset({lingering.info.backend_pid}))
+        refreshdb.drop_database(maint, name + "_prev")
+        assert ended == 0
+        with pytest.raises(psycopg.OperationalError):
+            lingering.execute("SELECT 1")
 
 
 def test_refresh_installs_the_runbooks_extensions_when_prod_lacks_them(bot_env: Databases) -> None:
