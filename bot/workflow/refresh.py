@@ -42,6 +42,7 @@ from bot.pg import connect, connection, same_database, scalar, with_dbname
 from bot.redact import redact
 from bot.secrets import parse_ref
 from bot.workflow import checks, masking
+from bot.workflow import stagingaccess as access
 from bot.workflow import dumprestore as tools
 from bot.workflow import refreshdb as db
 from bot.workflow.dumpplan import (DIRECTORY, MAX_JOBS, METHODS, PIPE, Progress, ToolResult, choose_method, human_bytes,
@@ -302,35 +303,39 @@ def _build_and_swap(r: _Run, maint: psycopg.Connection, plan: _Plan, pg_dump: st
     ts = db.stamp()
     new = db.refresh_name(r.staging_db, ts)
     existed = db.database_exists(maint, r.staging_db)
-    with _no_validation_meanwhile(r, existed) as lock_pid:
+    with _no_validation_meanwhile(r, existed) as old_staging:
         if not db.create_database(maint, new, plan.catalog):
             r.report.warning("refresh-locale", f"prod's locale ({plan.catalog.collate}) does not exist on the staging "
                                                "server; the copy uses the server's default locale")
         try:
             _copy(r, new, plan, pg_dump, pg_restore)
             _verify(r, new, plan)
+            if old_staging is not None:
+                _carry_access(r, maint, old_staging, new)
         except BaseException:
             _drop_quietly(r, maint, new)
             raise
-    _swap(r, maint, new, db.old_name(r.staging_db, ts) if existed else None, ours=frozenset(lock_pid))
+        ours = frozenset({old_staging.info.backend_pid}) if old_staging is not None else frozenset()
+    _swap(r, maint, new, db.old_name(r.staging_db, ts) if existed else None, ours)
 
 
 @contextmanager
-def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[list[int]]:
+def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[psycopg.Connection | None]:
     """Hold the environment lock on staging while building, so no validation starts on a database about to go.
 
-    Yields the lock session's backend pid (if any), so the swap does not count
-    that session, still exiting after close, as a user it disconnected.
+    Yields that session (None when there is no staging yet): the copy reads
+    staging's own grants through it, and the swap must not count it, still
+    exiting after close, as a user it disconnected.
     """
     if not existed:
-        yield []
+        yield None
         return
     conn = connect(r.url_for(r.staging_db), env="staging", app_suffix="-refresh")
     try:
         if not scalar(conn, "SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS):
             raise EnvironmentBusy("A validation or deploy is running on staging; a refresh now would pull the "
                                   "database out from under it.", "Wait for it to finish, then refresh.")
-        yield [conn.info.backend_pid]
+        yield conn
     finally:
         conn.close()  # closing releases the session-level lock
 
@@ -431,6 +436,19 @@ def _verify(r: _Run, new: str, plan: _Plan) -> None:
     r.event("analyze")
     jobs = min(os.cpu_count() or 1, MAX_JOBS)
     db.analyze(r.url_for(new), jobs, skip=masked)  # masked tables were analyzed right after masking
+
+
+def _carry_access(r: _Run, maint: psycopg.Connection, old_staging: psycopg.Connection, new: str) -> None:
+    """Staging's own settings and grants onto the copy; what cannot be applied is a WARNING naming the statements."""
+    r.event("access")
+    with connection(r.url_for(new), env="staging", app_suffix="-refresh") as copy:
+        planned = access.plan(access.snapshot(maint, old_staging, r.staging_db), access.snapshot(maint, copy, new), new,
+                              r.staging_db)
+        said = access.describe(planned, access.apply(planned.changes, maint, copy))
+    if said is None:
+        return
+    complete, message = said
+    (r.report.passed if complete else r.report.warning)("refresh-access", redact(message))
 
 
 def _sanity(r: _Run, conn: psycopg.Connection, plan: _Plan) -> None:

@@ -494,6 +494,90 @@ def test_refresh_works_as_a_non_superuser_staging_owner(bot_env: Databases, monk
             admin.execute(f"DROP ROLE {role}")
 
 
+# --- staging's own access survives ---------------------------------------------------
+
+def staging_access_setup(name: str, app: str, outsider: str) -> list[str]:
+    """What a staging team sets up on their database: who may connect, the app role's settings and grants."""
+    return [f"CREATE ROLE {app} LOGIN PASSWORD 'app-pw-7731'", f"CREATE ROLE {outsider} LOGIN PASSWORD 'out-pw-7732'",
+            f"REVOKE ALL ON DATABASE {name} FROM PUBLIC", f"GRANT CONNECT ON DATABASE {name} TO {app}",
+            f"ALTER DATABASE {name} SET search_path = app, public",
+            f"ALTER ROLE {app} IN DATABASE {name} SET statement_timeout = '5s'"]
+
+
+STAGING_GRANTS = """
+CREATE TABLE users (id int);
+GRANT SELECT, INSERT ON users TO {app};
+GRANT SELECT ON stale TO {app};
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO {app};
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {app};
+"""
+
+
+def test_staging_keeps_its_own_settings_and_grants_across_a_refresh(bot_env: Databases) -> None:
+    seed(bot_env)
+    name, staging = bot_env.name, bot_env.clusters.staging
+    app, outsider = f"app_{name}", f"outsider_{name}"
+    with psycopg.connect(staging.url("postgres"), autocommit=True) as admin:
+        for statement in staging_access_setup(name, app, outsider):
+            admin.execute(statement)
+    try:
+        bot_env.sql("staging", STAGING_GRANTS.format(app=app))
+        report = refresh.run(settings(), RefreshOptions(method="pipe"))
+        assert report.exit_code == 0, report.lines()
+        assert lines_of(report)["refresh-access"] == (
+            "PASSED refresh-access: carried staging's own access over to the copy: 2 settings, 1 database grant, "
+            "3 grants, 3 revokes, 1 default privilege; 1 grant on an object prod does not have was left behind")
+        users = bot_env.sql("prod", "SELECT count(*) FROM users")[0]
+        assert users[0] > 0  # so the count below shows the copy, not the old staging's empty table
+        with psycopg.connect(staging.url(name, user=app, password="app-pw-7731")) as conn:
+            assert conn.execute("SHOW search_path").fetchone() == ("app, public",)
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
+            assert conn.execute("SELECT count(*) FROM users").fetchone() == users
+        bot_env.sql("staging", "CREATE TABLE made_later (id int)")
+        checks_as_owner = bot_env.sql("staging", f"""
+            SELECT has_database_privilege('{outsider}', '{name}', 'CONNECT'),
+                   has_schema_privilege('{outsider}', 'public', 'USAGE'),
+                   has_table_privilege('{app}', 'users', 'INSERT'),
+                   has_table_privilege('{app}', 'users', 'DELETE'),
+                   has_table_privilege('{app}', 'made_later', 'SELECT')""")
+        assert checks_as_owner == [(False, False, True, False, True)]
+    finally:
+        with psycopg.connect(staging.url(name), autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {app}, {outsider}")
+        with psycopg.connect(staging.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {app}")
+            admin.execute(f"DROP ROLE {outsider}")
+
+
+def test_access_the_refresher_may_not_carry_is_a_warning_naming_the_statement(bot_env: Databases,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(bot_env)
+    name, staging = bot_env.name, bot_env.clusters.staging
+    refresher, other = f"refresher_{name}", f"other_{name}"
+    with psycopg.connect(staging.url("postgres"), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {refresher} LOGIN CREATEDB PASSWORD 'refresher-pw-5522'")
+        admin.execute(f"CREATE ROLE {other}")
+        admin.execute(f"ALTER DATABASE {name} OWNER TO {refresher}")
+        admin.execute(f"ALTER ROLE {other} IN DATABASE {name} SET work_mem = '8MB'")
+    try:
+        monkeypatch.setenv("STAGING_DATABASE_URL", staging.url(name, user=refresher, password="refresher-pw-5522"))
+        report = refresh.run(settings())
+        assert report.exit_code == 0, report.lines()
+        assert lines_of(report)["refresh-access"] == (
+            "WARNING refresh-access: nothing of staging's own access could be carried over; could not apply 1 "
+            f'statement: ALTER ROLE "{other}" IN DATABASE "{name}" SET "work_mem" FROM CURRENT (permission denied) '
+            f'— run them on staging as a role allowed to (a superuser or the objects\' owner)')
+        assert lines_of(report)["refresh-swap"].startswith("PASSED refresh-swap:")
+    finally:
+        with psycopg.connect(staging.url(name), autocommit=True) as conn:
+            conn.execute(f"REASSIGN OWNED BY {refresher} TO postgres")
+            conn.execute(f"DROP OWNED BY {refresher}")
+        with psycopg.connect(staging.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {refresher}")
+            admin.execute(f"DROP ROLE {other}")
+
+
 # --- choose_method (pure) ------------------------------------------------------------
 
 def test_one_large_table_streams_in_one_job() -> None:
