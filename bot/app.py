@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 
 from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -37,6 +38,7 @@ class SlackBot:
     pool: ThreadPoolExecutor
     app_token: str = ""
     server: ThreadingHTTPServer | None = None
+    socket: SocketModeHandler | None = None
 
     def serve_http(self, host: str, port: int) -> ThreadingHTTPServer:
         from bot.chat.http_server import make_server, serve_in_thread
@@ -45,10 +47,19 @@ class SlackBot:
         serve_in_thread(self.server)
         return self.server
 
+    def connect_socket_mode(self) -> SocketModeHandler:
+        """Connect out to Slack over a WebSocket (no public endpoint needed); returns at once, runs in threads."""
+        from bot.chat.slack_app import connect_socket_mode
+
+        self.socket = connect_socket_mode(self.app, self.app_token)
+        return self.socket
+
     def stop(self) -> None:
         if self.server:
             self.server.shutdown()
             self.server.server_close()
+        if self.socket:
+            self.socket.close()
         self.pool.shutdown(wait=True)
         self.service.executor.shutdown(wait=True)
 
@@ -58,11 +69,16 @@ def create_slack_bot(settings: Settings, *, store: Store | None = None) -> Slack
     from bot.chat.slack_app import GroupCache, SlackAnnouncer, build_app, check_token, make_client
 
     token = resolve(settings.slack.bot_token, what="Slack bot token")
-    signing_secret = resolve(settings.slack.signing_secret, what="Slack signing secret")
     app_token = resolve(settings.slack.app_token, what="Slack app token") if settings.slack.app_token else ""
+    # Socket Mode requests arrive on the bot's own authenticated WebSocket: nothing to verify a signature of
+    signing_secret = "" if app_token else resolve(settings.slack.signing_secret, what="Slack signing secret")
     if not token.startswith("xoxb-"):
         raise ConfigError("The Slack bot token does not look like a bot token (xoxb-…).",
                           "Copy the Bot User OAuth Token from the app's OAuth & Permissions page into the secret store.")
+    if app_token and not app_token.startswith("xapp-"):
+        raise ConfigError("slack.app_token does not look like an app-level token (xapp-…).",
+                          "Generate one under Basic Information → App-Level Tokens with the connections:write scope, "
+                          "or leave slack.app_token empty to serve HTTP.")
     client = make_client(token, settings.slack.api_url)
     check_token(client)
     store = store or Store(settings.state.path)

@@ -161,14 +161,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bot = create_slack_bot(settings)
     bot.service.recover()
     if bot.app_token:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        print("migrate-bot connected to Slack in Socket Mode. Ctrl-C stops it.", file=sys.stderr)
-        SocketModeHandler(bot.app, bot.app_token).start()
-        return 0
-    server = bot.serve_http(args.host, args.port)
-    print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
-          file=sys.stderr)
+        bot.connect_socket_mode()
+        print("migrate-bot connected to Slack in Socket Mode (Ctrl-C stops it)", file=sys.stderr)
+    else:
+        server = bot.serve_http(args.host, args.port)
+        print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
+              file=sys.stderr)
     try:
         threading.Event().wait()  # the server runs in its own threads until Ctrl-C
     finally:

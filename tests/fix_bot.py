@@ -16,6 +16,7 @@ Depends on ``tests.fix_pg`` (``bot_env``: real prod + staging databases) and
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from concurrent.futures import Executor, Future
@@ -32,7 +33,7 @@ from bot.runs.model import Kind, Run, State
 from bot.runs.service import RunService
 from bot.runs.store import Store
 from tests.fix_pg import Databases, write_migrations
-from tests.fix_slack import BOT_TOKEN, DBA_GROUP, DEPLOYS, REQUESTER, SIGNING_SECRET
+from tests.fix_slack import APP_TOKEN, BOT_TOKEN, DBA_GROUP, DEPLOYS, REQUESTER, SIGNING_SECRET
 from tests.slack_emulator import (
     Call,
     SlackEmulator,
@@ -44,6 +45,7 @@ from tests.slack_emulator import (
     signed_request,
     slash_command_body,
 )
+from tests.slack_socket import form_payload, interactive_payload
 
 WAIT_S = 60.0  # the longest any helper waits for the bot; a deadline, never a sleep
 APPROVE = "white_check_mark"  # the default approve reaction (slack.approve_reaction)
@@ -65,13 +67,14 @@ FK_SET = {
 }
 
 
-def bot_toml(migrations_dir: Path, extra: str = "") -> str:
+def bot_toml(migrations_dir: Path, extra: str = "", *, socket_mode: bool = False) -> str:
     """The bot's config file: secret references only, approvers = the DBA user group."""
     return (
         "# written by tests/fix_bot.py\n"
         "[slack]\n"
         'bot_token = "env:SLACK_BOT_TOKEN"\n'
         'signing_secret = "env:SLACK_SIGNING_SECRET"\n'
+        + ('app_token = "env:SLACK_APP_TOKEN"\n' if socket_mode else "") +
         "[policy]\n"
         f'approvers = ["{DBA_GROUP}"]\n'
         "[migrations]\n"
@@ -132,8 +135,16 @@ class BotDriver:
         bot = create_slack_bot(settings)
         self._trackers = [_Tracker(bot.pool), _Tracker(bot.app.listener_runner.listener_executor)]
         bot.service.recover()  # what `migrate-bot serve` does before it listens
-        bot.serve_http("127.0.0.1", 0)
+        if bot.app_token:
+            bot.connect_socket_mode()
+            self._trackers.append(_Tracker(bot.socket.client.message_workers))
+        else:
+            bot.serve_http("127.0.0.1", 0)
         return bot
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.bot.app_token)
 
     @property
     def url(self) -> str:
@@ -162,6 +173,8 @@ class BotDriver:
         if old.server:
             old.server.shutdown()
             old.server.server_close()
+        if old.socket:
+            old.socket.close()
         old.pool.shutdown(wait=False, cancel_futures=True)
         old.service.executor.shutdown(wait=False)
         old.service.store = Store(":memory:")
@@ -192,12 +205,27 @@ class BotDriver:
         status, text = post_to_bot(self.url, body, all_headers)
         return Sent(status, text, time.perf_counter() - started)
 
+    def deliver(self, kind: str, body: bytes, **post: Any) -> Sent:
+        """Slack -> bot the way this bot listens: a signed HTTP POST, or an envelope on its WebSocket.
+
+        ``kind`` is the Socket Mode envelope type (slash_commands, events_api,
+        interactive); ``body`` is what HTTP mode would POST. In Socket Mode
+        the answer is the bot's ack of the envelope (status 200 once acked).
+        """
+        if not self.socket_mode:
+            return self.post(body, **post)
+        decode = {"slash_commands": form_payload, "interactive": interactive_payload, "events_api": json.loads}[kind]
+        hub = self.emulator.socket_mode
+        started = time.perf_counter()
+        ack = hub.wait_ack(hub.send(kind, decode(body)))
+        return Sent(200, json.dumps(ack.get("payload") or {}), time.perf_counter() - started)
+
     def command(self, text: str, user: str = REQUESTER, channel: str = DEPLOYS, **post: Any) -> Sent:
         """``/migrate <text>`` as ``user``; the ephemeral answer arrives on its own response_url."""
         response_id = f"cmd{next(_event_ids)}"
         body = slash_command_body("/migrate", text, user_id=user, channel_id=channel,
                                   response_url=self.emulator.response_url(response_id))
-        sent = self.post(body, **post)
+        sent = self.deliver("slash_commands", body, **post)
         return Sent(sent.status, sent.body, sent.elapsed_s, response_id)
 
     def event(self, event: dict[str, Any], event_id: str | None = None, *, retry_num: int | None = None,
@@ -207,7 +235,7 @@ class BotDriver:
         if retry_num is not None:
             headers.update({"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"})
         body = event_body(event, event_id or f"Ev{next(_event_ids):08d}")
-        return self.post(body, headers=headers, **post)
+        return self.deliver("events_api", body, headers=headers, **post)
 
     def react(self, ts: str, reaction: str, user: str, added: bool = True, *, channel: str = DEPLOYS,
               event_id: str | None = None, retry_num: int | None = None) -> Sent:
@@ -228,7 +256,7 @@ class BotDriver:
         response_id = f"act{next(_event_ids)}"
         body = block_action_body(action_id, value, user=user, channel=channel, message_ts=message_ts,
                                  response_url=self.emulator.response_url(response_id))
-        sent = self.post(body)
+        sent = self.deliver("interactive", body)
         return Sent(sent.status, sent.body, sent.elapsed_s, response_id)
 
     # -- the scenario ---------------------------------------------------------------------
@@ -350,9 +378,9 @@ class BotFactory:
     workdir: Path
     started: list[BotDriver] = field(default_factory=list)
 
-    def __call__(self, extra_toml: str = "") -> BotDriver:
+    def __call__(self, extra_toml: str = "", *, socket_mode: bool = False) -> BotDriver:
         path = self.workdir / f"migrate-bot-{len(self.started) + 1}.toml"
-        path.write_text(bot_toml(self.workdir / "migrations", extra_toml), encoding="utf-8")
+        path.write_text(bot_toml(self.workdir / "migrations", extra_toml, socket_mode=socket_mode), encoding="utf-8")
         (self.workdir / "migrations").mkdir(exist_ok=True)
         driver = BotDriver(self.emulator, path, self.dbs)
         self.started.append(driver)
@@ -365,6 +393,7 @@ def make_bot(bot_env: Databases, slack_emulator: SlackEmulator, workdir: Path,
     """A factory for real bots in HTTP mode against the emulator (for tests that need extra config)."""
     monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)  # read only by bots made with socket_mode=True
     monkeypatch.setenv("SLACK_API_URL", slack_emulator.base_url)
     factory = BotFactory(slack_emulator, bot_env, workdir)
     try:

@@ -16,6 +16,7 @@ import pytest
 from tests.slack_emulator import Channel, SlackEmulator, User, Usergroup
 
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-A_TEST-test-app-token"  # Socket Mode's app-level token
 SIGNING_SECRET = "test-signing-secret"
 TEAM_ID = "T_TEST"
 BOT_USER_ID = "U_BOT"
@@ -37,6 +38,7 @@ def default_workspace() -> SlackEmulator:
     ]
     return SlackEmulator(
         bot_token=BOT_TOKEN,
+        app_token=APP_TOKEN,
         signing_secret=SIGNING_SECRET,
         team_id=TEAM_ID,
         bot_user_id=BOT_USER_ID,

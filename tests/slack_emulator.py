@@ -51,6 +51,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from tests.slack_socket import Refused, SocketModeHub
+
 log = logging.getLogger(__name__)
 
 # --- Slack's published limits ------------------------------------------------------------------
@@ -467,6 +469,7 @@ class SlackEmulator:
         self,
         *,
         bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-1-test-app-token",
         signing_secret: str = "test-signing-secret",
         team_id: str = "T_TEST",
         team_domain: str = "test",
@@ -485,6 +488,7 @@ class SlackEmulator:
         self.bot_id = bot_id
         self.bot_name = bot_name
         self.valid_tokens: set[str] = {bot_token}
+        self.socket_mode = SocketModeHub(app_token)  # apps.connections.open + the WebSocket endpoint
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -549,6 +553,7 @@ class SlackEmulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self.socket_mode.close_all()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -754,14 +759,26 @@ class SlackEmulator:
             try:
                 if parse_error is not None:
                     raise parse_error
-                if method not in self._methods:
+                if method == "apps.connections.open":
+                    response = {"ok": True, "url": self._connections_open(headers, args)}
+                elif method not in self._methods:
                     raise SlackError("unknown_method", req_method=method)
-                self._authenticate(headers, args, is_json)
-                response = {"ok": True, **self._methods[method](_decode_json_args(args))}
+                else:
+                    self._authenticate(headers, args, is_json)
+                    response = {"ok": True, **self._methods[method](_decode_json_args(args))}
             except SlackError as exc:
                 response = {"ok": False, "error": exc.error, **exc.extra}
             self._record(method, _decode_json_args(args, lenient=True), headers, 200, response)
         return 200, {"Content-Type": "application/json; charset=utf-8", "X-Slack-Req-Id": self._new_id("req")}, _json(response)
+
+    def _connections_open(self, headers: dict[str, str], args: dict[str, Any]) -> str:
+        """Socket Mode's URL: only for the app-level token, which no other method accepts."""
+        auth = _header(headers, "Authorization")
+        token = auth.partition(" ")[2].strip() if auth else args.get("token")
+        try:
+            return self.socket_mode.open_url(token, self.root_url)
+        except Refused as exc:
+            raise SlackError(exc.error) from None
 
     def _authenticate(self, headers: dict[str, str], args: dict[str, Any], is_json: bool) -> None:
         """Bearer header or (form only, like Slack) a ``token`` argument."""
@@ -1101,7 +1118,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST  # Slack accepts GET with query-string arguments too
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        """Socket Mode's WebSocket upgrade on ``/link``; otherwise like POST (Slack accepts GET with a query)."""
+        if not self.path.startswith("/link"):
+            self.do_POST()
+            return
+        emulator = self.server.emulator  # type: ignore[attr-defined]
+        self.close_connection = True
+        emulator.socket_mode.serve(self.path, dict(self.headers.items()), self.rfile, self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from http.server
         log.debug("slack emulator: " + format, *args)

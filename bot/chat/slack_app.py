@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -79,6 +80,23 @@ def check_token(client: WebClient) -> None:
         reason = getattr(exc, "reason", exc)
         raise ConnectionFailed(f"Could not reach Slack at {client.base_url} ({reason}).",
                                "Check the network, the proxy, or SLACK_API_URL.") from None
+
+
+def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
+    """Open the Socket Mode WebSocket; a refused app token or no route to Slack is a sentence, not a traceback."""
+    handler = SocketModeHandler(app, app_token)
+    try:
+        handler.connect()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response else "unknown"
+        raise ConfigError(f"Slack refused the app-level token ({error}).",
+                          "Generate an app-level token with the connections:write scope (Basic Information → "
+                          "App-Level Tokens) and put it in the secret store.") from None
+    except OSError as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionFailed(f"Could not open the Socket Mode connection to Slack ({reason}).",
+                               "Check the network and the proxy; Socket Mode needs outbound HTTPS only.") from None
+    return handler
 
 
 class SlackAnnouncer:

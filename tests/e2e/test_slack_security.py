@@ -14,7 +14,7 @@ from bot import messages
 from bot.runs.model import Kind, State
 from tests.fix_bot import APPROVE, FK_SET, ORPHANED_ORDERS, USERS_AND_ORDERS, BotDriver, BotFactory
 from tests.fix_pg import PROD_PASSWORD, STAGING_PASSWORD, TEMPLATE, Databases
-from tests.fix_slack import APPROVER1, BOT_TOKEN, DEPLOYS, REQUESTER, SIGNING_SECRET
+from tests.fix_slack import APP_TOKEN, APPROVER1, BOT_TOKEN, DEPLOYS, REQUESTER, SIGNING_SECRET
 from tests.slack_emulator import event_body, post_to_bot, reaction_event, signed_request, slash_command_body
 
 STALE = 6 * 60  # Slack's replay window is 5 minutes
@@ -111,9 +111,11 @@ def refresh_staging(dbs: Databases, seed: str) -> None:
     dbs.sql("staging", seed)
 
 
-def test_no_secret_reaches_slack_files_or_logs(make_bot: BotFactory, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("socket_mode", [False, True], ids=["http", "socket-mode"])
+def test_no_secret_reaches_slack_files_or_logs(make_bot: BotFactory, caplog: pytest.LogCaptureFixture,
+                                               socket_mode: bool) -> None:
     caplog.set_level(logging.DEBUG)
-    bot = make_bot()  # started inside the test so its start-up logs are captured too
+    bot = make_bot(socket_mode=socket_mode)  # started inside the test so its start-up logs are captured too
     bot.dbs.both(USERS_AND_ORDERS + ORPHANED_ORDERS)
     bot.write_migrations(FK_SET)
     assert bot.validate().state is State.FAILED
@@ -139,7 +141,8 @@ def test_no_secret_reaches_slack_files_or_logs(make_bot: BotFactory, caplog: pyt
     }
     for where, text in places.items():
         for name, secret in {"prod password": PROD_PASSWORD, "staging password": STAGING_PASSWORD,
-                             "bot token": BOT_TOKEN, "signing secret": SIGNING_SECRET}.items():
+                             "bot token": BOT_TOKEN, "signing secret": SIGNING_SECRET,
+                             "app-level token": APP_TOKEN}.items():
             assert secret not in text, f"the {name} leaked into {where}"
     # the search looked at real content, not at nothing
     assert f"deploy {deploy.id} — deployed" in places["the emulator's text"]
