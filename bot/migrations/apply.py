@@ -56,6 +56,11 @@ def _ignore(kind: str, data: dict[str, Any]) -> None:
     return None
 
 
+# Statements that fail outside a transaction block: wrapped for the trace they would pass on staging and
+# then fail on prod, which runs a no-transaction file in plain autocommit.
+ONLY_IN_A_BLOCK = frozenset({"LockStmt", "DeclareCursorStmt"})
+
+
 class StatementHooks(Protocol):
     """Called around each statement (the staging trace and data pre-checks plug in here)."""
 
@@ -267,6 +272,25 @@ class Applier:
         if self.hooks and not stmt.transaction_control:
             outcome.checks += self.hooks.after(self.conn, migration, stmt, seconds)
 
+    def _execute_alone(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome) -> bool:
+        """Traced (staging): run an autocommit statement in an explicit transaction of its own.
+
+        Autocommit runs it in an implicit one-statement transaction anyway, so
+        nothing changes for the database; but the hooks can now read the locks
+        it took from their own backend before COMMIT releases them, instead of
+        sampling them from outside while it runs (a fast statement slips
+        between samples). A statement the server refuses in a block (25001)
+        that the parser did not know about runs unwrapped; returns whether the
+        wrapping should be kept for retries.
+        """
+        try:
+            with self.conn.transaction():
+                self._execute(migration, stmt, outcome)
+            return True
+        except pgerrors.ActiveSqlTransaction:
+            self._execute(migration, stmt, outcome)
+            return False
+
     def _finished_hooks(self, migration: Migration, outcome: MigrationOutcome) -> None:
         if self.hooks:
             outcome.checks += self.hooks.finished(self.conn, migration)
@@ -350,10 +374,15 @@ class Applier:
             self._reset_timeouts()
 
     def _autocommit_statement(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome) -> PgFailure | None:
+        alone = (self.hooks is not None and not stmt.no_transaction and not stmt.transaction_control
+                 and stmt.kind not in ONLY_IN_A_BLOCK)
         for attempt in range(self.lock_retries + 1):
             before = _invalid_indexes(self.conn) if stmt.no_transaction else set()
             try:
-                self._execute(migration, stmt, outcome)
+                if alone:
+                    alone = self._execute_alone(migration, stmt, outcome)
+                else:
+                    self._execute(migration, stmt, outcome)
                 return None
             except psycopg.Error as exc:
                 failure = PgFailure.from_error(exc, stmt)

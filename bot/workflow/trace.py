@@ -5,11 +5,14 @@ copy of prod — instead of an empty database). Around every statement the
 applier runs it records, on the migration's own connection:
 
 * the locks it took on tables that existed before the migration started (its
-  own backend's ``pg_locks``; for autocommit statements, whose locks are gone
-  by the time they return, a side connection samples them while they run);
+  own backend's ``pg_locks``; a statement of a no-transaction file runs in a
+  one-statement transaction of its own when traced — see the applier's
+  ``_execute_alone`` — so its locks are read the same way; only the ones
+  PostgreSQL refuses in a transaction block, like CONCURRENTLY, are sampled
+  from a side connection while they run);
 * how long each read/write-blocking lock was held: from the statement that
-  took it to the end of its transaction (``finished``), or for an autocommit
-  statement, the statement's own duration — minus the trace's own time;
+  took it to the end of its transaction (``finished``), or for a statement
+  run on its own, the statement's own duration — minus the trace's own time;
 * ``relfilenode`` of the touched tables and their indexes, before and after: a
   change is a real rewrite, whatever the static rules predicted;
 * rows and size of the touched tables, durations, and for CONCURRENTLY index
@@ -169,6 +172,11 @@ class _Attempt:
     last_before: Statement | None = None
 
 
+def _statement_by_statement(migration: Migration) -> bool:
+    """A no-transaction file: the applier runs each statement alone (and retries just that one)."""
+    return migration.no_transaction and not migration.own_transaction
+
+
 class _LockSampler:
     """Samples another backend's relation locks from a side connection while an autocommit statement runs."""
 
@@ -249,7 +257,8 @@ class StagingTrace:
         in_tx = conn.info.transaction_status == TransactionStatus.INTRANS
         a = self._a
         # an autocommit lock-timeout retry of the same statement: keep the state, do not repeat the pre-checks
-        retry = a is not None and a.migration.label == migration.label and not in_tx and a.last_before == stmt
+        retry = (a is not None and a.migration.label == migration.label and _statement_by_statement(migration)
+                 and a.last_before == stmt)
         first = next((s for s in migration.statements if not s.transaction_control), None)
         if not retry and (a is None or a.migration.label != migration.label or stmt == first):
             self._begin(conn, migration)
@@ -272,8 +281,8 @@ class StagingTrace:
         a.overhead += end - t0
         a.stmt_start = (end, a.overhead)
         a.first = a.first or a.stmt_start
-        if a.in_tx and a.tx is None:
-            a.tx = a.stmt_start
+        if a.in_tx and (a.tx is None or _statement_by_statement(migration)):
+            a.tx = a.stmt_start  # run on its own: this statement's transaction, even after a failed attempt
         return self._count(a, out)
 
     def _after(self, conn: psycopg.Connection, migration: Migration, stmt: Statement, seconds: float) -> list[Check]:
@@ -306,6 +315,8 @@ class StagingTrace:
         end = time.perf_counter()
         a.overhead += end - t0
         a.last_end = (end, a.overhead)
+        if a.in_tx and _statement_by_statement(migration):  # the applier commits its one-statement transaction now
+            out += self._close_tx(conn, a, end, a.overhead)
         return self._count(a, out)
 
     def _finished(self, conn: psycopg.Connection, migration: Migration) -> list[Check]:

@@ -140,6 +140,34 @@ def test_long_transaction_or_migration_is_a_blocker(bot_env: Databases, make_mig
     assert check.details["line"] == 2  # the slowest statement is named
 
 
+def test_a_fast_statement_of_a_no_transaction_file_shows_the_locks_it_took(bot_env: Databases,
+                                                                            make_migrations) -> None:
+    """Read from its own backend inside its one-statement transaction, not sampled: a 1 ms ALTER cannot slip by."""
+    bot_env.both(SEED)
+    make_migrations({"0001_fk.sql": "-- migrate:no-transaction\n"
+                                    "ALTER TABLE empty_things ADD CONSTRAINT empty_things_qty_fk FOREIGN KEY (qty) "
+                                    "REFERENCES items (id) NOT VALID;\n"
+                                    "ALTER TABLE items ADD COLUMN x int;\n"})
+    report = run(settings(lint=False))
+    assert report.exit_code == 0, report.lines()
+    (summary,) = named(report, "trace.0001_fk")
+    assert "empty_things ShareRowExclusiveLock (line 2)" in summary.message, summary.message
+    assert "items ShareRowExclusiveLock (line 2)" in summary.message
+    assert "items AccessExclusiveLock (line 3)" in summary.message
+    assert bot_env.sql("staging", "SELECT count(*) FROM pg_constraint WHERE conname = 'empty_things_qty_fk'") == [(1,)]
+
+
+def test_lock_table_in_a_no_transaction_file_fails_on_staging_as_it_would_on_prod(bot_env: Databases,
+                                                                                  make_migrations) -> None:
+    """The one-statement transaction is for reading locks only: what needs a block still fails without one."""
+    bot_env.both(SEED)
+    make_migrations({"0001_lock.sql": "-- migrate:no-transaction\nLOCK TABLE items IN SHARE MODE;\n"})
+    report = run(settings(lint=False))
+    assert report.exit_code == 1
+    (failed,) = [c for c in report.checks if c.name == "migration.0001_lock"]
+    assert failed.status is Status.FAILED and "LOCK TABLE can only be used in transaction blocks" in failed.message
+
+
 def test_fast_migration_passes_with_one_compact_summary(bot_env: Databases, make_migrations) -> None:
     bot_env.both(SEED)
     make_migrations({"0001_add_x.sql": "ALTER TABLE items ADD COLUMN x int;"})
