@@ -116,6 +116,8 @@ class Shell:
             return None
         if words[0] in ("help", "?"):
             return self._reply(Reply(True, SHELL_HELP))
+        if words[0] in cmd.COMMANDS:  # `validate` for `/migrate validate`: nobody else is listening here
+            return self._reply(dispatch(self.service, cmd.parse(line), user, CHANNEL))
         return self._reply(Reply(False, f"I don't know {words[0]!r}. " + SHELL_HELP))
 
     def _react(self, words: list[str], user: str) -> Reply | None:

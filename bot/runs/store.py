@@ -17,6 +17,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.db import NotFoundError
 
+from bot.errors import ConfigError
 from bot.redact import redact
 from bot.runs.model import Approval, Kind, Run, State
 
@@ -25,17 +26,31 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def _unusable(path: Path, exc: Exception) -> ConfigError:
+    """The state file cannot be opened: a sentence that says where and what to do, never a bug report."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return ConfigError(f"The state store {path} is not a migrate-bot state file (or it is damaged).",
+                           "Point state.path (or MIGRATE_BOT_STATE) at the right file; move a damaged one aside "
+                           "and keep it — runs, approvals and validations live there.")
+    return ConfigError(f"Cannot open the state store {path} ({reason}).",
+                       "Set state.path (or MIGRATE_BOT_STATE) to a file in a directory the bot can write.")
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # one connection shared by the executor's threads, serialised by self._lock
-        self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=15))
-        if str(path) != ":memory:":
-            self.db.enable_wal()
-        self._schema()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # one connection shared by the executor's threads, serialised by self._lock
+            self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=15))
+            if str(path) != ":memory:":
+                self.db.enable_wal()
+            self._schema()
+        except (OSError, sqlite3.Error) as exc:
+            raise _unusable(self.path, exc) from None
 
     def _schema(self) -> None:
         self.db["validations"].create(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from bot import config, messages
 from bot.app import create_service
+from bot.errors import ConfigError
 from bot.chat.shell import Shell, ShellAnnouncer
 from bot.runs.model import Kind, State
 from bot.runs.store import Store
@@ -240,3 +243,37 @@ def test_seen_event_ids_are_forgotten_after_a_day(workdir) -> None:
     store.db["seen_events"].insert({"id": "Ev-old", "seen_at": "2020-01-01T00:00:00+00:00"})
     assert store.first_time("Ev-new") and not store.first_time("Ev-new")
     assert [r["id"] for r in store.db["seen_events"].rows] == ["Ev-new"]
+
+
+def test_a_bare_command_word_in_the_shell_means_the_slash_command(settings) -> None:
+    shell = make_shell(settings)
+    deploy = validated_deploy(shell)
+    reply = shell.handle(f"status {deploy.id}")
+    assert reply.ok and reply.text == shell.handle(f"/migrate status {deploy.id}").text
+    assert deploy.id in reply.text
+
+
+def test_a_state_path_that_cannot_exist_is_a_sentence(workdir) -> None:
+    (workdir / "a-file").write_text("not a directory", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        Store(workdir / "a-file" / "state.db")
+    assert str(err.value).startswith(f"Cannot open the state store {workdir / 'a-file' / 'state.db'} (")
+    assert "MIGRATE_BOT_STATE" in err.value.next_step
+
+
+def test_a_damaged_state_file_is_named_and_left_in_place(workdir) -> None:
+    damaged = workdir / "state.db"
+    damaged.write_bytes(b"this was never sqlite" * 100)
+    with pytest.raises(ConfigError) as err:
+        Store(damaged)
+    assert str(err.value).startswith(f"The state store {damaged} is not a migrate-bot state file (or it is damaged). ")
+    assert damaged.read_bytes() == b"this was never sqlite" * 100
+
+
+def test_the_cli_says_the_state_store_sentence_with_exit_2(workdir, bot_env: Databases) -> None:
+    damaged = workdir / "state.db"
+    damaged.write_bytes(b"garbage")
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "shell", "--migrations", str(workdir)], input="history\n",
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "MIGRATE_BOT_STATE": str(damaged)})
+    assert done.returncode == 2
+    assert "is not a migrate-bot state file" in done.stderr and "Traceback" not in done.stderr + done.stdout
