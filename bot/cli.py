@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -156,6 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bot.app import create_slack_bot
+    from bot.runs.model import State
 
     settings = _settings(args)
     bot = create_slack_bot(settings)
@@ -167,11 +169,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = bot.serve_http(args.host, args.port)
         print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
               file=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # Kubernetes and systemd stop with SIGTERM: leave like Ctrl-C
     try:
         threading.Event().wait()  # the server runs in its own threads until Ctrl-C
+    except KeyboardInterrupt:
+        running = len(bot.service.store.runs(states=[State.RUNNING]))
+        print(f"migrate-bot stopping: no new commands; waiting for {running} running run(s) to finish "
+              "(a run cut short by a kill is marked interrupted at the next start)", file=sys.stderr)
     finally:
         bot.stop()
+    print("migrate-bot stopped", file=sys.stderr)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

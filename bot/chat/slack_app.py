@@ -182,8 +182,16 @@ class GroupCache:
         return users
 
 
+def _not_the_unused_token_warning(record: logging.LogRecord) -> bool:
+    """bolt warns that $SLACK_BOT_TOKEN goes unused when given a client; ours (retries, base URL) is on purpose."""
+    return "`token` will be unused" not in record.getMessage()
+
+
 def build_app(settings: Settings, service: RunService, client: WebClient, signing_secret: str,
               pool: ThreadPoolExecutor) -> App:
+    bolt_log = logging.getLogger("slack_bolt.App")
+    if _not_the_unused_token_warning not in bolt_log.filters:
+        bolt_log.addFilter(_not_the_unused_token_warning)
     app = App(client=client, signing_secret=signing_secret, process_before_response=False)
     store = service.store
 

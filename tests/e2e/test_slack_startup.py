@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+
 import pytest
 
 from bot import config
 from bot.app import create_slack_bot
 from bot.devcluster import free_port
 from bot.errors import ConfigError, ConnectionFailed
-from tests.fix_slack import SIGNING_SECRET
+from tests.fix_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
 
 
 @pytest.fixture
@@ -34,3 +40,32 @@ def test_no_route_to_slack_is_a_sentence(slack_env) -> None:
     with pytest.raises(ConnectionFailed) as err:
         create_slack_bot(config.load(None))
     assert str(err.value).startswith(f"Could not reach Slack at {url}")
+
+
+@pytest.mark.parametrize("socket_mode", [False, True], ids=["http", "socket-mode"])
+def test_sigterm_stops_serve_cleanly_with_exit_0(slack_env, slack_emulator, workdir, socket_mode: bool) -> None:
+    """What Kubernetes and systemd send: the bot stops taking commands, drains, says so, exits 0."""
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack_emulator.base_url,
+           "MIGRATE_BOT_STATE": str(workdir / "state.db"), "PYTHONUNBUFFERED": "1"}
+    if socket_mode:
+        env["SLACK_APP_TOKEN"] = APP_TOKEN
+        (workdir / "socket.toml").write_text('[slack]\napp_token = "env:SLACK_APP_TOKEN"\n', encoding="utf-8")
+    args = ["--config", str(workdir / "socket.toml")] if socket_mode else ["--host", "127.0.0.1", "--port", "0"]
+    serve = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *args], stderr=subprocess.PIPE, text=True,
+                             env=env)
+    watchdog = threading.Timer(60, serve.kill)
+    watchdog.start()
+    try:
+        first = serve.stderr.readline()
+        assert first.startswith("migrate-bot connected to Slack in Socket Mode" if socket_mode
+                                else "migrate-bot listening on http://127.0.0.1:"), first
+        serve.send_signal(signal.SIGTERM)
+        rest = serve.stderr.read()
+        assert serve.wait() == 0, rest
+    finally:
+        watchdog.cancel()
+        serve.kill()
+    assert rest.splitlines()[-2:] == [
+        "migrate-bot stopping: no new commands; waiting for 0 running run(s) to finish (a run cut short by a kill "
+        "is marked interrupted at the next start)", "migrate-bot stopped"]
+    assert "Traceback" not in rest
