@@ -368,6 +368,9 @@ class _Silent:
     def report(self, run: Run, report: Any) -> None:
         return None
 
+    def thread_link(self, run: Run) -> str:
+        return ""
+
 
 @dataclass
 class BotFactory:

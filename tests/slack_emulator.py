@@ -521,6 +521,7 @@ class SlackEmulator:
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "conversations.info": self._conversations_info,
@@ -993,6 +994,15 @@ class SlackEmulator:
 
     def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": self._visible_channel(args.get("channel")).to_api(self.bot_user_id)}
+
+    def _chat_get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._visible_channel(args.get("channel"))
+        self._require(args, "message_ts")
+        message = self._find_message(channel, args["message_ts"])
+        link = f"https://{self.team_domain}.slack.com/archives/{channel.id}/p{message.ts.replace('.', '')}"
+        if message.is_reply:
+            link += f"?thread_ts={message.thread_ts}&cid={channel.id}"
+        return {"channel": channel.id, "permalink": link}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._visible_channel(args.get("channel"))

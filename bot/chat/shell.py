@@ -60,6 +60,9 @@ class ShellAnnouncer:
             self._print(("│ ↳ " if i == 0 else "│   ") + line)
         return None  # the shell reacts by run id, not on a reply
 
+    def thread_link(self, run: Run) -> str:
+        return ""  # one terminal, one conversation: the run id says it all
+
     def report(self, run: Run, report: Report) -> None:
         for line in report.lines():
             self._print("│   " + line)

@@ -129,6 +129,13 @@ class SlackAnnouncer:
         self._call("chat.update", self.client.chat_update, channel=run.channel, ts=run.thread_ts, text=text,
                    blocks=blocks)
 
+    def thread_link(self, run: Run) -> str:
+        if not run.thread_ts:
+            return ""
+        response = self._call("chat.getPermalink", self.client.chat_getPermalink, channel=run.channel,
+                              message_ts=run.thread_ts)
+        return str(response["permalink"]) if response else ""
+
     def _thread_runs(self, run: Run) -> tuple[Run, Run | None]:
         """The thread's first run and its deploy (if any): the parent message shows both."""
         if run.parent:

@@ -46,6 +46,9 @@ class Announcer(Protocol):
     def report(self, run: Run, report: Report) -> None:
         """Per-check details, triage and the full log, as thread replies."""
 
+    def thread_link(self, run: Run) -> str:
+        """Where a person can open the run's thread (a URL in Slack), or "" when the chat has none."""
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -120,7 +123,9 @@ class RunService:
         holder = self.store.get_run(holder_id)
         if holder is None:
             return messages.ENV_BUSY.format(env=env, holder=holder_id, kind="run", state="unknown", by="?", link="")
-        link = f" — its thread is in <#{holder.channel}>" if holder.channel else ""
+        url = self.announcer.thread_link(holder) if holder.thread_ts else ""
+        link = (f" — <{url}|its thread>" if url else f" — its thread is in <#{holder.channel}>" if holder.channel
+                else "")
         return messages.ENV_BUSY.format(env=env, holder=holder.id, kind=holder.kind.value, state=holder.state.value,
                                         by=holder.requested_by, link=link)
 

@@ -102,11 +102,29 @@ def race(bot: BotDriver, *users: str) -> dict[str, Sent]:
     return sent
 
 
+def permalink(holder) -> str:
+    return f"https://test.slack.com/archives/{holder.channel}/p{holder.thread_ts.replace('.', '')}"
+
+
 def busy_sentences(holder) -> set[str]:
     """ENV_BUSY as it may truthfully read: before or after the holder's thread exists and it starts running."""
+    links = ("", f" — its thread is in <#{holder.channel}>", f" — <{permalink(holder)}|its thread>")
     return {messages.ENV_BUSY.format(env="staging", holder=holder.id, kind=holder.kind.value, state=state,
                                      by=holder.requested_by, link=link)
-            for state in ("requested", "running") for link in ("", f" — its thread is in <#{holder.channel}>")}
+            for state in ("requested", "running") for link in links}
+
+
+def test_busy_reply_links_to_the_holders_thread(slack_bot: BotDriver) -> None:
+    slack_bot.dbs.both(USERS_AND_ORDERS)
+    slack_bot.write_migrations({"0001_slowish.sql": "CREATE TABLE slowish (id bigint PRIMARY KEY);\n"
+                                                    "SELECT pg_sleep(2);\n"})
+    holder_id = slack_bot.reply(slack_bot.command("validate", user=REQUESTER)).split()[1].rstrip(":")
+    holder = slack_bot.wait_run(holder_id, State.RUNNING)
+    reply = slack_bot.reply(slack_bot.command("validate", user=OTHER))
+    assert reply == messages.ENV_BUSY.format(env="staging", holder=holder.id, kind="validate", state="running",
+                                             by=REQUESTER, link=f" — <{permalink(holder)}|its thread>")
+    (call,) = slack_bot.emulator.calls("chat.getPermalink")
+    assert call.ok and call.args["message_ts"] == holder.thread_ts
 
 
 def test_two_validations_racing_for_staging_exactly_one_starts(slack_bot: BotDriver) -> None:

@@ -32,6 +32,7 @@ METHOD_SCOPES: dict[str, str | None] = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
+    "chat.getPermalink": None,
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
     "usergroups.users.list": "usergroups:read",
@@ -98,7 +99,8 @@ def called_api_methods() -> set[str]:
 
 
 def test_the_code_calls_the_methods_we_think_it_does() -> None:
-    assert called_api_methods() == {"auth.test", "chat.postMessage", "chat.update", "files.getUploadURLExternal",
+    assert called_api_methods() == {"auth.test", "chat.postMessage", "chat.update", "chat.getPermalink",
+                                    "files.getUploadURLExternal",
                                     "files.completeUploadExternal", "usergroups.users.list", "views.publish"}
 
 
