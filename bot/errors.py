@@ -6,17 +6,18 @@ sentence a person can act on (``message``) and what to do next
 ``error.exit_code`` — never a traceback.
 
     MigrateBotError                      exit 2 unless said otherwise
-    ├── CouldNotRun                      exit 2: the gate never ran
-    │   ├── ConfigError                  bad/unknown key, bad value, missing setting
-    │   ├── SecretError                  a secret reference could not be resolved
-    │   ├── ConnectionFailed             host unreachable, wrong password, timeout
-    │   ├── MigrationSourceError         missing directory, unreadable or unparsable layout
-    │   ├── EnvironmentBusy              another run/deploy holds the environment (advisory lock)
-    │   └── ToolMissing                  pg_dump/pg_restore/git not installed
-    └── GateRefused                      exit 1: the workflow ran and said no
-        └── DeployNotAllowed             no passing validation for this exact migration set
+    └── CouldNotRun                      exit 2: the gate never ran
+        ├── ConfigError                  bad/unknown key, bad value, missing setting
+        ├── SecretError                  a secret reference could not be resolved
+        ├── ConnectionFailed             host unreachable, wrong password, timeout
+        ├── MigrationSourceError         missing directory, unreadable or unparsable layout
+        ├── EnvironmentBusy              another run/deploy holds the environment (advisory lock)
+        └── ToolMissing                  pg_dump/pg_restore/git not installed
 
 Exit codes are the gate's contract: 0 = pass, 1 = gate failed, 2 = could not run.
+A gate that ran and said no is not an error: it is a Report whose FAILED or
+BLOCKER lines make the exit code 1 (a deploy without a passing validation
+included), so nothing here carries exit 1.
 """
 
 from __future__ import annotations
@@ -68,12 +69,4 @@ class EnvironmentBusy(CouldNotRun):
 
 
 class ToolMissing(CouldNotRun):
-    pass
-
-
-class GateRefused(MigrateBotError):
-    exit_code = EXIT_FAILED
-
-
-class DeployNotAllowed(GateRefused):
     pass

@@ -24,8 +24,6 @@ APPROVAL_REVOKED = "<@{user}> withdrew their approval ({count}/{required})."
 REVOKE_TOO_LATE = "The deploy {run_id} has already started; removing the reaction no longer changes anything."
 REJECTED = "<@{user}> rejected {run_id}. Fix what they asked for and validate again with `/migrate validate`."
 APPROVE_WRONG_STATE = "{run_id} is {state}, so there is nothing to approve."
-STALE_FINGERPRINT = ("Approval from <@{user}> ignored: it was given for a different migration set. "
-                     "Validate again and approve the new run.")
 NOT_VALIDATOR = "Only {validators} may start validations and refreshes here (`policy.validators`)."
 NOT_DEPLOYER = "Only the requester <@{requester}> or {deployers} may deploy {run_id}."
 WRONG_CHANNEL = "I only run migrations in {channels}. Ask there, or add this channel to `slack.channels`."

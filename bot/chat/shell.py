@@ -40,7 +40,6 @@ class ShellAnnouncer:
     """Prints run news as a threaded transcript."""
 
     out: TextIO = sys.stdout
-    colour: bool = False
     _threads: dict[str, str] = field(default_factory=dict)
 
     def _print(self, text: str) -> None:

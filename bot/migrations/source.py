@@ -27,7 +27,6 @@ from pglast.parser import ParseError
 
 from bot.errors import MigrationSourceError
 
-FORMATS = ("plain", "prisma", "flyway", "golang-migrate", "dbmate")
 _DIRECTIVE = re.compile(r"^\s*--\s*migrate:([a-z-]+)\b(.*)$", re.MULTILINE)
 _PLAIN = re.compile(r"^(?P<ver>\d+)[_-](?P<name>.+)\.sql$")
 _FLYWAY = re.compile(r"^V(?P<ver>\d+(?:[._]\d+)*)__(?P<name>.+)\.sql$")

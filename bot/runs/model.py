@@ -36,12 +36,6 @@ class State(StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED, State.CANCELLED, State.REJECTED}
 
 TRANSITIONS: dict[State, set[State]] = {
     State.REQUESTED: {State.RUNNING, State.CANCELLED, State.INTERRUPTED, State.AWAITING_APPROVAL},
