@@ -82,11 +82,20 @@ def check_token(client: WebClient) -> None:
                                "Check the network, the proxy, or SLACK_API_URL.") from None
 
 
-def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
-    """Open the Socket Mode WebSocket; a refused app token or no route to Slack is a sentence, not a traceback."""
+def _connected(app: App, app_token: str) -> SocketModeHandler:
     handler = SocketModeHandler(app, app_token)
     try:
         handler.connect()
+    except (SlackApiError, OSError):
+        handler.close()  # the client's polling threads started with it; a refused start must not leave them
+        raise
+    return handler
+
+
+def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
+    """Open the Socket Mode WebSocket; a refused app token or no route to Slack is a sentence, not a traceback."""
+    try:
+        return _connected(app, app_token)
     except SlackApiError as exc:
         error = exc.response.get("error") if exc.response else "unknown"
         raise ConfigError(f"Slack refused the app-level token ({error}).",
@@ -96,7 +105,6 @@ def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
         reason = getattr(exc, "reason", exc)
         raise ConnectionFailed(f"Could not open the Socket Mode connection to Slack ({reason}).",
                                "Check the network and the proxy; Socket Mode needs outbound HTTPS only.") from None
-    return handler
 
 
 class SlackAnnouncer:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from bot import messages
 from bot.errors import ConfigError
 from bot.runs.model import Kind, State
-from tests.fix_bot import APPROVE, FK_SET, ORPHANED_ORDERS, USERS_AND_ORDERS, BotDriver, BotFactory
+from tests.fix_bot import APPROVE, FK_SET, ORPHANED_ORDERS, USERS_AND_ORDERS, BotDriver, BotFactory, wait_until
 from tests.fix_slack import APP_TOKEN, APPROVER1, BOT_TOKEN, DEPLOYS, REQUESTER
 
 
@@ -99,10 +100,13 @@ def test_a_restart_in_socket_mode_marks_the_running_validation_interrupted(socke
 
 def test_a_refused_app_token_is_a_sentence_without_the_token(make_bot: BotFactory, monkeypatch) -> None:
     monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1-revoked")
+    before = set(threading.enumerate())
     with pytest.raises(ConfigError) as err:
         make_bot(socket_mode=True)
     assert str(err.value).startswith("Slack refused the app-level token (invalid_auth).")
     assert "xapp-1-revoked" not in str(err.value)
+    left = wait_until(lambda: not (set(threading.enumerate()) - before) or None, "no thread to outlive the refusal")
+    assert left is True
 
 
 def test_a_bot_token_in_the_app_token_setting_is_refused_before_connecting(make_bot: BotFactory, monkeypatch) -> None:
