@@ -36,6 +36,11 @@ class State(StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
 
+    @property
+    def terminal(self) -> bool:
+        """Nothing can happen to the run any more: the lifecycle table has no way out of this state."""
+        return self not in TRANSITIONS
+
 
 TRANSITIONS: dict[State, set[State]] = {
     State.REQUESTED: {State.RUNNING, State.CANCELLED, State.INTERRUPTED, State.AWAITING_APPROVAL},
