@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.lint_score import (  # noqa: E402  (corpus loading, scoring and squawk: shared with the lint bench)
-    add_squawk,
-    print_misses,
+    compare,
+    corpus_line,
     CORPUS,
     Entry,
     Score,
@@ -235,17 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the clusters were stopped and their directory removed", file=sys.stderr)
         return 130
-    blocks = sum(e.verdict == "block" for e in entries)
-    print(f"corpus: {len(entries)} files ({blocks} block / {len(entries) - blocks} pass), "
-          f"{sum(e.needs_db for e in entries)} need a live database\n")
+    print(f"{corpus_line(entries)}\n")
     tools = {"migrate-bot gate (live)": {r.entry.name: r.verdict for r in results},
              "migrate-bot lint (static)": {e.name: lint_verdict(e.sql) for e in entries}}
-    squawk = add_squawk(tools, entries)
-    print_table(tools, entries)
-    if not squawk:
-        print("squawk not installed")
-    print()
-    print_misses(tools, entries)
+    compare(tools, entries, print_table)
     print_live_entries(results)
     print_disagreements(results, show_lines=not args.quiet)
     print_throughput(results, wall_s)

@@ -29,6 +29,7 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -216,6 +217,24 @@ def add_squawk(tools: dict[str, dict[str, str]], entries: list[Entry]) -> str | 
     return squawk
 
 
+def corpus_line(entries: list[Entry]) -> str:
+    blocks = sum(e.verdict == "block" for e in entries)
+    return (f"corpus: {len(entries)} files ({blocks} block / {len(entries) - blocks} pass), "
+            f"{sum(e.needs_db for e in entries)} need a live database")
+
+
+def compare(tools: dict[str, dict[str, str]], entries: list[Entry],
+            print_table: Callable[[dict[str, dict[str, str]], list[Entry]], None]) -> str | None:
+    """squawk added beside our tools, the score table, then each tool's misses; returns squawk's path (or None)."""
+    squawk = add_squawk(tools, entries)
+    print_table(tools, entries)
+    if not squawk:
+        print("squawk not installed")
+    print()
+    print_misses(tools, entries)
+    return squawk
+
+
 def print_misses(tools: dict[str, dict[str, str]], entries: list[Entry]) -> None:
     """Which files each tool gets wrong (needs_db files marked with *)."""
     for name, verdicts in tools.items():
@@ -227,18 +246,9 @@ def main() -> int:
     """Print scores and throughput; exit 0 (numbers are reported, never asserted)."""
     entries = load_corpus()
     statements = count_statements(entries)
-    blocks = sum(e.verdict == "block" for e in entries)
-    print(
-        f"corpus: {len(entries)} files ({blocks} block / {len(entries) - blocks} pass), "
-        f"{sum(e.needs_db for e in entries)} need a live database, {statements} statements\n"
-    )
+    print(f"{corpus_line(entries)}, {statements} statements\n")
     tools = {"migrate-bot lint": {e.name: lint_verdict(e.sql) for e in entries}}
-    squawk = add_squawk(tools, entries)
-    print_scores(tools, entries)
-    if not squawk:
-        print("squawk not installed")
-    print()
-    print_misses(tools, entries)
+    squawk = compare(tools, entries, print_scores)
     print("\nthroughput (statements/s; printed, not asserted):")
     rate, rounds, seconds = lint_throughput(entries, statements)
     print(f"  migrate-bot lint  corpus files : {rate:10,.0f} stmt/s  ({statements} statements x {rounds} rounds in {seconds:.2f} s)")
