@@ -162,15 +162,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bot = create_slack_bot(settings)
     bot.service.recover()
-    if bot.app_token:
-        bot.connect_socket_mode()
-        print("migrate-bot connected to Slack in Socket Mode (Ctrl-C stops it)", file=sys.stderr)
-    else:
-        server = bot.serve_http(args.host, args.port)
-        print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
-              file=sys.stderr)
-    signal.signal(signal.SIGTERM, _interrupt)  # Kubernetes and systemd stop with SIGTERM: leave like Ctrl-C
+    # Kubernetes and systemd stop with SIGTERM: leave like Ctrl-C. Installed before the ready line is
+    # printed, so a supervisor that stops us as soon as we say we are up never kills us mid-start.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if bot.app_token:
+            bot.connect_socket_mode()
+            print("migrate-bot connected to Slack in Socket Mode (Ctrl-C stops it)", file=sys.stderr)
+        else:
+            server = bot.serve_http(args.host, args.port)
+            print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
+                  file=sys.stderr)
         threading.Event().wait()  # the server runs in its own threads until Ctrl-C
     except KeyboardInterrupt:
         running = len(bot.service.store.runs(states=[State.RUNNING]))
