@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))  # tests.slack_emulator is not an installed packag
 
 from bot import config, devcluster  # noqa: E402
 from bot.app import SlackBot, create_slack_bot  # noqa: E402
+from bot.interrupts import sigterm_like_ctrl_c  # noqa: E402
 from bot.runs.model import Kind, State  # noqa: E402
 from tests.fix_bot import bot_toml  # noqa: E402
 from tests.fix_slack import BOT_TOKEN, REQUESTER, SIGNING_SECRET, default_workspace  # noqa: E402
@@ -72,10 +73,6 @@ WAIT_S = 600.0
 
 def note(text: str) -> None:
     print(f"· {text}", file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 # -- the environment -------------------------------------------------------------------------
@@ -319,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.commands < 1 or args.concurrency < 1 or args.migrations < 1:
         parser.error("--commands, --concurrency and --migrations must be at least 1")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm_like_ctrl_c()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run(args)

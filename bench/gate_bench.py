@@ -43,6 +43,7 @@ from typing import Callable
 import psycopg
 
 from bot import devcluster
+from bot.interrupts import sigterm_like_ctrl_c
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"prod": "bench-prod-9Qx2", "staging": "bench-stg-4Lm7"}
@@ -101,10 +102,6 @@ _stop = threading.Event()  # set on the way out: every loop and wait ends
 def note(message: str) -> None:
     """Progress goes to stderr so stdout is only the tables."""
     print(f"… {message}", file=sys.stderr, flush=True)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 # -- clusters and databases ----------------------------------------------------
@@ -575,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1000:
         parser.error("--rows must be at least 1000")
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm_like_ctrl_c()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     try:
         run(args.rows)

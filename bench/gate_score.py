@@ -51,6 +51,7 @@ from bench.lint_score import (  # noqa: E402  (corpus loading, scoring and squaw
 )
 from bot import devcluster  # noqa: E402
 from bot.config import Databases, Settings, State  # noqa: E402
+from bot.interrupts import sigterm_like_ctrl_c  # noqa: E402
 from bot.migrations.source import build  # noqa: E402
 from bot.runs.store import Store  # noqa: E402
 from bot.workflow import validate  # noqa: E402
@@ -95,10 +96,6 @@ class Clusters:
     def run_sql(self, env: str, dbname: str, text: str) -> None:
         with psycopg.connect(self.started[env].url(dbname), autocommit=True) as conn:
             conn.execute(text)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def note(message: str) -> None:
@@ -225,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quiet", action="store_true", help="list disagreements without their report lines")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm_like_ctrl_c()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     entries = load_corpus()
     setups = {name: spec.get("setup", "") for name, spec in

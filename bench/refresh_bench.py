@@ -32,7 +32,6 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot import devcluster  # noqa: E402
 from bot.config import Settings  # noqa: E402
+from bot.interrupts import sigterm_like_ctrl_c  # noqa: E402
 from bot.workflow import refresh  # noqa: E402
 
 PASSWORDS = {"prod": "bench-prod-R7w2", "staging": "bench-stg-K3p9"}
@@ -229,7 +229,7 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="data size factor (1.0 ≈ 300-400 MB per shape)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per way and shape; the best counts")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sigterm_like_ctrl_c()
     for var in ("MIGRATE_BOT_CONFIG", "PGPASSWORD"):
         os.environ.pop(var, None)
     base = Path(tempfile.mkdtemp(prefix="mb-refresh-bench-"))

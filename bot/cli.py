@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable, NoReturn, Sequence
 
 from bot import config as config_mod
 from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
+from bot.interrupts import sigterm_like_ctrl_c
 from bot.redact import install_logging_redaction, redact
 from bot.workflow.report import Report
 
@@ -162,10 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     bot = create_slack_bot(settings)
     bot.service.recover()
-    # Kubernetes and systemd stop with SIGTERM: leave like Ctrl-C. Installed before the ready line is
-    # printed, so a supervisor that stops us as soon as we say we are up never kills us mid-start.
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    try:  # SIGTERM (Kubernetes, systemd) already leaves like Ctrl-C, set in main() before the ready line
         if bot.app_token:
             bot.connect_socket_mode()
             print("migrate-bot connected to Slack in Socket Mode (Ctrl-C stops it)", file=sys.stderr)
@@ -182,10 +179,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bot.stop()
     print("migrate-bot stopped", file=sys.stderr)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
@@ -277,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_logging_redaction()
+    sigterm_like_ctrl_c()  # before any work starts, so every stop runs the cleanup below and in the commands
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_COULD_NOT_RUN

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,26 @@ def test_lint_of_unparsable_sql_is_a_sentence(workdir: Path) -> None:
 
 def test_lint_of_a_missing_path(workdir: Path) -> None:
     assert_clean_failure(cli("lint", "nope.sql", cwd=workdir), 2, "nope.sql")
+
+
+def test_sigterm_mid_validate_cancels_the_statement_and_rolls_back(bot_env: Databases, make_migrations) -> None:
+    """What `kubectl delete pod` or a CI timeout sends: the running statement is cancelled, not orphaned."""
+    bot_env.both(SEED)
+    make_migrations({"0001_slow.sql": "CREATE TABLE slow_things (id int);\nSELECT pg_sleep(60);\n"})
+    sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'"
+    validate = subprocess.Popen([sys.executable, "-m", "bot.cli", "validate"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if bot_env.sql("staging", sleeping) == [(1,)] or validate.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        validate.send_signal(signal.SIGTERM)
+        out, err = validate.communicate(timeout=60)
+    finally:
+        validate.kill()
+    assert validate.returncode == 130, (out, err)
+    assert err.splitlines()[-1].startswith("error: interrupted."), err
+    assert "Traceback" not in out + err
+    assert bot_env.sql("staging", sleeping) == [(0,)]
+    assert bot_env.sql("staging", "SELECT to_regclass('slow_things') IS NULL") == [(True,)]

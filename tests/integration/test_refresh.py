@@ -256,6 +256,34 @@ def test_refresh_killed_mid_restore_leaves_staging_usable_and_the_next_run_clean
     assert table_fingerprint(bot_env, "staging", "orders") == table_fingerprint(bot_env, "prod", "orders")
 
 
+STOP_AT_FIRST_RESTORE_EVENT = """
+import os, signal, sys
+from bot import cli
+
+def stop_mid_restore(args):
+    def on_event(kind, data):
+        if data.get("phase") == "restore":
+            os.kill(os.getpid(), signal.SIGTERM)  # what Kubernetes, systemd and a plain `kill` send
+    return on_event
+
+cli._progress_printer = stop_mid_restore
+sys.exit(cli.main(["refresh"]))
+"""
+
+
+def test_refresh_stopped_with_sigterm_removes_its_copy_on_the_way_out(bot_env: Databases) -> None:
+    """SIGTERM leaves like Ctrl-C: the half-built copy is dropped at once, not left for the next run."""
+    seed(bot_env)
+    bot_env.sql("prod", BULK_ORDERS)
+    stopped = subprocess.run([sys.executable, "-c", STOP_AT_FIRST_RESTORE_EVENT], cwd=ROOT, timeout=120,
+                             capture_output=True, text=True)
+    assert stopped.returncode == 130, stopped.stderr
+    assert stopped.stderr.splitlines()[-1].startswith("error: interrupted."), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert staging_is_untouched(bot_env)
+    assert databases_like(bot_env, "staging", "__refresh_") == []
+
+
 def test_a_half_done_swap_is_undone_before_refreshing(bot_env: Databases) -> None:
     seed(bot_env)
     old = f"{bot_env.name}__old_20200101000000"
