@@ -532,13 +532,28 @@ def staging_access_setup(name: str, app: str, outsider: str) -> list[str]:
             f"ALTER ROLE {app} IN DATABASE {name} SET statement_timeout = '5s'"]
 
 
-STAGING_GRANTS = """
-CREATE TABLE users (id int);
+ROUTINES_AND_TYPES = """
+CREATE FUNCTION order_total(bigint) RETURNS numeric LANGUAGE sql AS 'SELECT 1.0';
+CREATE FUNCTION order_total(text) RETURNS numeric LANGUAGE sql AS 'SELECT 2.0';
+CREATE PROCEDURE archive_orders(before date) LANGUAGE sql AS 'SELECT 1';
+CREATE TYPE order_state AS ENUM ('new', 'paid');
+CREATE DOMAIN positive AS numeric CHECK (VALUE > 0);
+"""
+STAGING_GRANTS = ROUTINES_AND_TYPES + """
+CREATE TABLE users (id int, name text, email text);
 GRANT SELECT, INSERT ON users TO {app};
+GRANT UPDATE (name) ON users TO {app};
 GRANT SELECT ON stale TO {app};
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO {app};
+REVOKE EXECUTE ON FUNCTION order_total(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION order_total(bigint) TO {app};
+REVOKE EXECUTE ON PROCEDURE archive_orders(date) FROM PUBLIC;
+REVOKE USAGE ON TYPE order_state FROM PUBLIC;
+GRANT USAGE ON TYPE order_state TO {app};
+GRANT USAGE ON DOMAIN positive TO {app} WITH GRANT OPTION;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {app};
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 """
 
 
@@ -550,12 +565,13 @@ def test_staging_keeps_its_own_settings_and_grants_across_a_refresh(bot_env: Dat
         for statement in staging_access_setup(name, app, outsider):
             admin.execute(statement)
     try:
+        bot_env.sql("prod", ROUTINES_AND_TYPES)
         bot_env.sql("staging", STAGING_GRANTS.format(app=app))
         report = refresh.run(settings(), RefreshOptions(method="pipe"))
         assert report.exit_code == 0, report.lines()
         assert lines_of(report)["refresh-access"] == (
             "PASSED refresh-access: carried staging's own access over to the copy: 2 settings, 1 database grant, "
-            "3 grants, 3 revokes, 1 default privilege; 1 grant on an object prod does not have was left behind")
+            "7 grants, 6 revokes, 2 default privileges; 1 grant on an object prod does not have was left behind")
         users = bot_env.sql("prod", "SELECT count(*) FROM users")[0]
         assert users[0] > 0  # so the count below shows the copy, not the old staging's empty table
         with psycopg.connect(staging.url(name, user=app, password="app-pw-7731")) as conn:
@@ -563,6 +579,7 @@ def test_staging_keeps_its_own_settings_and_grants_across_a_refresh(bot_env: Dat
             assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
             assert conn.execute("SELECT count(*) FROM users").fetchone() == users
         bot_env.sql("staging", "CREATE TABLE made_later (id int)")
+        bot_env.sql("staging", "CREATE FUNCTION made_later() RETURNS int LANGUAGE sql AS 'SELECT 1'")
         checks_as_owner = bot_env.sql("staging", f"""
             SELECT has_database_privilege('{outsider}', '{name}', 'CONNECT'),
                    has_schema_privilege('{outsider}', 'public', 'USAGE'),
@@ -570,6 +587,18 @@ def test_staging_keeps_its_own_settings_and_grants_across_a_refresh(bot_env: Dat
                    has_table_privilege('{app}', 'users', 'DELETE'),
                    has_table_privilege('{app}', 'made_later', 'SELECT')""")
         assert checks_as_owner == [(False, False, True, False, True)]
+        routines_and_types = bot_env.sql("staging", f"""
+            SELECT has_column_privilege('{app}', 'users', 'name', 'UPDATE'),
+                   has_column_privilege('{app}', 'users', 'email', 'UPDATE'),
+                   has_function_privilege('{app}', 'order_total(bigint)', 'EXECUTE'),
+                   has_function_privilege('{outsider}', 'order_total(bigint)', 'EXECUTE'),
+                   has_function_privilege('{outsider}', 'order_total(text)', 'EXECUTE'),
+                   has_function_privilege('{outsider}', 'archive_orders(date)', 'EXECUTE'),
+                   has_type_privilege('{app}', 'order_state', 'USAGE'),
+                   has_type_privilege('{outsider}', 'order_state', 'USAGE'),
+                   has_type_privilege('{app}', 'positive', 'USAGE WITH GRANT OPTION'),
+                   has_function_privilege('{outsider}', 'made_later()', 'EXECUTE')""")
+        assert routines_and_types == [(True, False, True, False, True, False, True, False, True, False)]
     finally:
         with psycopg.connect(staging.url(name), autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {app}, {outsider}")

@@ -79,6 +79,51 @@ def test_default_privileges_are_granted_for_their_owner_and_schema() -> None:
         'ALTER DEFAULT PRIVILEGES FOR ROLE "owner" IN SCHEMA "public" GRANT SELECT ON TABLES TO "app"']
 
 
+def test_column_function_procedure_type_and_domain_grants_name_their_object_in_its_own_syntax() -> None:
+    name_update = Grant("COLUMN", "public", "users", "UPDATE", "app", False, member="name")
+    total = Grant("FUNCTION", "public", "order_total", "EXECUTE", "app", False, member="bigint")
+    archive = Grant("PROCEDURE", "public", "archive_orders", "EXECUTE", None, False, member="before date")
+    state = Grant("TYPE", "public", "order_state", "USAGE", "app", False)
+    positive = Grant("DOMAIN", "public", "positive", "USAGE", "app", True)
+    old = Snapshot(grants=frozenset({name_update, total, state, positive}),
+                   objects=frozenset({USERS, total.on, archive.on, state.on, positive.on}))
+    copy = Snapshot(grants=frozenset({archive}), objects=old.objects)
+    assert run(plan(old, copy, "n", "s")) == [
+        'GRANT UPDATE ("name") ON TABLE "public"."users" TO "app"',
+        'GRANT USAGE ON DOMAIN "public"."positive" TO "app" WITH GRANT OPTION',
+        'GRANT EXECUTE ON FUNCTION "public"."order_total"(bigint) TO "app"',
+        'GRANT USAGE ON TYPE "public"."order_state" TO "app"',
+        'REVOKE EXECUTE ON PROCEDURE "public"."archive_orders"(before date) FROM PUBLIC']
+
+
+def test_overloads_are_different_objects() -> None:
+    """A grant on f(bigint) cannot be carried to a copy that only has f(text): counted, not tried."""
+    on_bigint = Grant("FUNCTION", "public", "f", "EXECUTE", "app", False, member="bigint")
+    old = Snapshot(grants=frozenset({on_bigint}), objects=frozenset({on_bigint.on}))
+    copy = Snapshot(objects=frozenset({("FUNCTION", "public", "f(text)")}))
+    p = plan(old, copy, "n", "s")
+    assert p.changes == [] and p.gone == 1
+
+
+def test_a_column_grant_is_carried_when_its_table_is() -> None:
+    old = Snapshot(grants=frozenset({Grant("COLUMN", "public", "gone", "SELECT", "app", False, member="id")}))
+    assert plan(old, Snapshot(objects=frozenset({USERS})), "n", "s").gone == 1
+
+
+def test_a_global_revoke_of_a_built_in_default_is_carried() -> None:
+    revoked = DefaultGrant("owner", "", "FUNCTIONS", "EXECUTE", None, False)
+    p = plan(Snapshot(default_revokes=frozenset({revoked})), Snapshot(), "n", "s")
+    assert run(p) == ['ALTER DEFAULT PRIVILEGES FOR ROLE "owner" REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC']
+    assert [c.what for c in p.changes] == ["default privilege"]
+
+
+def test_an_object_kind_the_catalog_query_never_returns_is_refused() -> None:
+    odd = Grant("LANGUAGE", "", "plpgsql", "USAGE", "app", False)
+    with pytest.raises(ValueError, match="unexpected object kind"):
+        plan(Snapshot(grants=frozenset({odd}), objects=frozenset({odd.on})), Snapshot(objects=frozenset({odd.on})),
+             "n", "s")
+
+
 def test_names_are_quoted_so_a_strange_name_stays_one_identifier() -> None:
     odd = ("TABLE", "we\"ird", "ta ble; DROP TABLE x")
     old = Snapshot(grants=frozenset({Grant(*odd, "SELECT", "r\"x", False)}), objects=frozenset({odd}))
@@ -99,7 +144,7 @@ def test_nothing_of_its_own_says_nothing() -> None:
 def test_describe_counts_what_was_carried_and_what_was_left_behind() -> None:
     old = Snapshot(grants=frozenset({Grant(*USERS, "SELECT", "app", False)}), objects=frozenset({USERS}))
     p = Plan(plan(old, Snapshot(objects=frozenset({USERS})), "n", "s").changes, gone=3)
-    assert describe(p, Outcome(applied={"setting": 1, "grant": 2})) == (
+    assert describe(p, Outcome(applied={"grant": 2, "setting": 1})) == (  # counted in WHATS order
         True, "carried staging's own access over to the copy: 1 setting, 2 grants; 3 grants on objects prod does "
               "not have were left behind")
 
