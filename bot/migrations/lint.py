@@ -81,6 +81,8 @@ RULES: dict[str, tuple[str, str]] = {
     "prefer-jsonb": ("warning", "json keeps the raw text and has no equality or index support; use jsonb"),
     "vacuum-full": ("blocker", "VACUUM FULL rewrites the table under ACCESS EXCLUSIVE"),
     "cluster": ("blocker", "CLUSTER rewrites the table under ACCESS EXCLUSIVE"),
+    "alter-table-rewrite": ("blocker", "SET LOGGED/UNLOGGED, SET TABLESPACE and SET ACCESS METHOD copy the whole table under ACCESS EXCLUSIVE"),
+    "refresh-matview-non-concurrent": ("blocker", "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view until it is rebuilt"),
     "truncate-cascade": ("blocker", "TRUNCATE ... CASCADE also empties every table that references these"),
     "rename-column": ("blocker", _RENAME_WHY),
     "rename-table": ("blocker", _RENAME_WHY),

@@ -378,6 +378,29 @@ def check_drop_column(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt
     )
 
 
+_COPIES = {AT.AT_SetLogged: "SET LOGGED", AT.AT_SetUnLogged: "SET UNLOGGED", AT.AT_SetTableSpace: "SET TABLESPACE",
+           AT.AT_SetAccessMethod: "SET ACCESS METHOD"}
+
+
+def check_table_copy(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
+    """These write the whole table (and its indexes) anew while holding ACCESS EXCLUSIVE: like a type change,
+    the cost grows with the table, so no size seen on staging makes them safe on prod."""
+    if ctx.is_new(stmt.relation):
+        return
+    what = _COPIES[cmd.subtype] + (f" {q(cmd.name)}" if cmd.name else "")
+    name = rel(stmt.relation)
+    if cmd.subtype == AT.AT_SetTableSpace:
+        fix = f"-- move it online instead (pg_repack extension):\n-- pg_repack --table={name} --tablespace={q(cmd.name)} --moveidx"
+    else:
+        fix = (f"-- no online form: copy into a new table in batches while writes are mirrored and swap the names\n"
+               f"-- in a cleanup migration, or run it while traffic to {name} is stopped, saying why:\n"
+               f"-- migrate:allow alter-table-rewrite <why {name} can be unavailable while it is copied>\n"
+               f"{alter(stmt, cmd)}")
+    yield Hit("alter-table-rewrite",
+              f"ALTER TABLE {name} {what} copies the whole table and its indexes under ACCESS EXCLUSIVE: "
+              "reads and writes wait until it finishes", fix)
+
+
 def _json_column(stmt: ast.AlterTableStmt, col: ast.ColumnDef, cmd: ast.AlterTableCmd) -> Iterator[Hit]:
     if col.typeName is not None and coltype(col.typeName).name == "json":
         yield _jsonb_hit(stmt, cmd, col.typeName, col.colname)

@@ -28,6 +28,7 @@ from bot.migrations.lint_alter import (
     check_alter_type,
     check_drop_column,
     check_set_not_null,
+    check_table_copy,
     check_validate,
     jsonb_type,
 )
@@ -322,6 +323,20 @@ def check_truncate(node: ast.TruncateStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     )
 
 
+def check_refresh_matview(node: ast.RefreshMatViewStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
+    """Without CONCURRENTLY the view is rebuilt under ACCESS EXCLUSIVE: every SELECT on it waits."""
+    if node.concurrent or node.skipData or ctx.is_new(node.relation):
+        return
+    name = rel(node.relation)
+    yield Hit(
+        "refresh-matview-non-concurrent",
+        f"REFRESH MATERIALIZED VIEW {name} rebuilds it under ACCESS EXCLUSIVE: every query on it waits until it finishes",
+        f"-- CONCURRENTLY needs a unique index on the view (once, outside a transaction):\n"
+        f"-- CREATE UNIQUE INDEX CONCURRENTLY {node.relation.relname}_refresh_key ON {name} (<columns unique per row>);\n"
+        f"REFRESH MATERIALIZED VIEW CONCURRENTLY {name};",
+    )
+
+
 def check_foreign_key_index(node: ast.Node, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
     """Every FK added here should have an index led by its columns (created in this file or known)."""
     for rv, cols, conname in _foreign_keys(node):
@@ -409,6 +424,8 @@ def access_exclusive_target(node: ast.Node, ctx: Ctx) -> str | None:
         targets = [ast.RangeVar(relname=o[-1].sval, schemaname=o[0].sval if len(o) > 1 else None) for o in node.objects]
     elif isinstance(node, ast.ClusterStmt) and node.relation is not None:
         targets = [node.relation]
+    elif isinstance(node, ast.RefreshMatViewStmt) and not node.concurrent:
+        targets = [node.relation]
     elif isinstance(node, ast.VacuumStmt) and any(o.defname == "full" for o in node.options or ()):
         targets = [v.relation for v in node.rels or () if v.relation is not None]
     existing = [t for t in targets if not ctx.is_new(t)]
@@ -456,6 +473,10 @@ CMD_CHECKS: dict[AT, tuple[CmdCheck, ...]] = {
     AT.AT_AlterColumnType: (check_alter_type,),
     AT.AT_DropColumn: (check_drop_column,),
     AT.AT_DetachPartition: (check_detach,),
+    AT.AT_SetLogged: (check_table_copy,),
+    AT.AT_SetUnLogged: (check_table_copy,),
+    AT.AT_SetTableSpace: (check_table_copy,),
+    AT.AT_SetAccessMethod: (check_table_copy,),
 }
 
 STMT_CHECKS: dict[type, tuple[Check, ...]] = {
@@ -469,6 +490,7 @@ STMT_CHECKS: dict[type, tuple[Check, ...]] = {
     ast.VacuumStmt: (check_vacuum,),
     ast.ClusterStmt: (check_cluster,),
     ast.TruncateStmt: (check_truncate,),
+    ast.RefreshMatViewStmt: (check_refresh_matview,),
 }
 
 

@@ -613,5 +613,8 @@ def rewrite_fix(stmt: Statement, table: str, mode: str, pk: tuple[str, ...]) -> 
                 ])
     if isinstance(node, (ast.IndexStmt, ast.ReindexStmt)):
         return f"-- Build or rebuild indexes of {table} CONCURRENTLY, each in its own no-transaction migration."
+    if isinstance(node, ast.RefreshMatViewStmt):
+        return (f"-- Refresh without blocking readers (needs a unique index on the view, built CONCURRENTLY once):\n"
+                f"REFRESH MATERIALIZED VIEW CONCURRENTLY {table};")
     return (f"-- Avoid rewriting {table} in place under {mode}: build a new table (or column) alongside, copy in "
             "batches and swap, or use pg_repack for CLUSTER / VACUUM FULL / SET TABLESPACE style rewrites.")

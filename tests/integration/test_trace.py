@@ -92,6 +92,24 @@ def test_int_to_bigint_rebuilds_the_column_index_too(bot_env: Databases, make_mi
     assert "items_qty_idx" in check.details["indexes_rebuilt"]
 
 
+@pytest.mark.parametrize(("sql", "table", "fix"), [
+    ("ALTER TABLE items SET UNLOGGED;", "items", "pg_repack"),
+    ("REFRESH MATERIALIZED VIEW item_totals;", "item_totals", "REFRESH MATERIALIZED VIEW CONCURRENTLY item_totals;"),
+], ids=["set-unlogged", "refresh-matview"])
+def test_copying_statements_are_rewrites_the_trace_sees(bot_env: Databases, make_migrations, sql: str, table: str,
+                                                        fix: str) -> None:
+    """What the static rules alter-table-rewrite and refresh-matview-non-concurrent suspect, the trace measures."""
+    bot_env.both(SEED + "CREATE MATERIALIZED VIEW item_totals AS SELECT id, qty FROM items;\n")
+    make_migrations({"0001_copy.sql": sql})
+    report = run(settings(lint=False))
+    assert report.exit_code == 1, report.lines()
+    (check,) = named(report, "trace.rewrite")
+    d = check.details
+    assert check.status is Status.BLOCKER and d["table"] == table and d["rows"] == 2000
+    assert d["lock_mode"] == "AccessExclusiveLock" and d["relfilenode_before"] != d["relfilenode_after"]
+    assert fix in d["fix"]
+
+
 def test_rewrite_of_an_empty_table_is_not_a_blocker(bot_env: Databases, make_migrations) -> None:
     bot_env.both(SEED)
     make_migrations({"0001_bigint.sql": "ALTER TABLE empty_things ALTER COLUMN qty TYPE bigint;"})
