@@ -13,8 +13,14 @@ import pytest
 from bot import config
 from bot.app import create_slack_bot
 from bot.devcluster import free_port
+from bot.chat import render
 from bot.errors import ConfigError, ConnectionFailed
-from tests.fix_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET
+from bot.runs.model import Kind, State
+from bot.runs.store import Store
+from tests.fix_bot import USERS_AND_ORDERS, bot_toml, wait_until
+from tests.fix_pg import write_migrations
+from tests.fix_slack import APP_TOKEN, BOT_TOKEN, DEPLOYS, REQUESTER, SIGNING_SECRET
+from tests.slack_emulator import post_to_bot, signed_request, slash_command_body
 
 
 @pytest.fixture
@@ -69,3 +75,38 @@ def test_sigterm_stops_serve_cleanly_with_exit_0(slack_env, slack_emulator, work
         "migrate-bot stopping: no new commands; waiting for 0 running run(s) to finish (a run cut short by a kill "
         "is marked interrupted at the next start)", "migrate-bot stopped"]
     assert "Traceback" not in rest
+
+
+def test_sigterm_waits_for_a_running_validation_which_then_passes(bot_env, slack_emulator, workdir) -> None:
+    """The drain is real: a run in flight when SIGTERM arrives finishes and is told in its thread, not cut off."""
+    bot_env.both(USERS_AND_ORDERS)
+    write_migrations(workdir / "migrations", {"0001_slow.sql": "CREATE TABLE slow_things (id int);\n"
+                                                               "SELECT pg_sleep(2);\n"})
+    (workdir / "bot.toml").write_text(bot_toml(workdir / "migrations"), encoding="utf-8")
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": slack_emulator.base_url, "MIGRATE_BOT_STATE": str(workdir / "state.db"),
+           "PYTHONUNBUFFERED": "1"}
+    serve = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--config", str(workdir / "bot.toml"),
+                              "--host", "127.0.0.1", "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    watchdog = threading.Timer(120, serve.kill)
+    watchdog.start()
+    try:
+        url = serve.stderr.readline().split(" listening on ")[1].split(" ")[0]
+        body = slash_command_body("/migrate", "validate", user_id=REQUESTER, channel_id=DEPLOYS,
+                                  response_url=slack_emulator.response_url("drain"))
+        assert post_to_bot(url, body, signed_request(SIGNING_SECRET, body))[0] == 200
+        store = Store(workdir / "state.db")
+        wait_until(lambda: store.runs(states=[State.RUNNING]), "the validation to start running")
+        serve.send_signal(signal.SIGTERM)
+        rest = serve.stderr.read()
+        assert serve.wait() == 0, rest
+    finally:
+        watchdog.cancel()
+        serve.kill()
+    assert "waiting for 1 running run(s) to finish" in rest and rest.splitlines()[-1] == "migrate-bot stopped"
+    assert "Traceback" not in rest
+    runs = {r.kind: r for r in store.runs()}
+    run = runs[Kind.VALIDATE]
+    assert run.state is State.PASSED and runs[Kind.DEPLOY].state is State.AWAITING_APPROVAL
+    (parent,) = [m for m in slack_emulator.messages(DEPLOYS) if m.ts == run.thread_ts]
+    assert parent.text == render.run_title(run)
