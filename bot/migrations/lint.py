@@ -64,6 +64,7 @@ RULES: dict[str, tuple[str, str]] = {
     "drop-index-non-concurrent": ("blocker", "DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table"),
     "reindex-non-concurrent": ("blocker", "REINDEX without CONCURRENTLY blocks writes (and reads through the index) during the rebuild"),
     "detach-partition-non-concurrent": ("blocker", "DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent"),
+    "attach-partition-scan": ("warning", "ATTACH PARTITION scans the new partition under ACCESS EXCLUSIVE unless a validated CHECK proves its bounds"),
     "concurrently-in-transaction": ("blocker", "CONCURRENTLY fails inside an explicit BEGIN ... COMMIT block"),
     "add-foreign-key-without-not-valid": ("blocker", "a validated FOREIGN KEY scans the table while blocking writes on both tables"),
     "add-check-without-not-valid": ("blocker", "a validated CHECK scans the whole table under ACCESS EXCLUSIVE"),

@@ -161,6 +161,15 @@ DANGEROUS = [
     ("cluster", "CLUSTER orders USING orders_created_idx;", "cluster", "blocker",
      ["pg_repack --table=orders --order-by=<columns of orders_created_idx>"], {}),
     ("truncate-cascade", "TRUNCATE sessions, devices CASCADE;", "truncate-cascade", "blocker", ["TRUNCATE sessions, devices;"], {}),
+    ("attach-range-partition", "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO "
+     "('2028-01-01');", "attach-partition-scan", "warning",
+     ["ALTER TABLE events_2027 ADD CONSTRAINT events_2027_bounds CHECK (<partition key> IS NOT NULL AND "
+      "<partition key> >= '2027-01-01' AND <partition key> < '2028-01-01') NOT VALID;",
+      "ALTER TABLE events_2027 VALIDATE CONSTRAINT events_2027_bounds;",
+      "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');",
+      "ALTER TABLE events_2027 DROP CONSTRAINT events_2027_bounds;"], {}),
+    ("attach-list-partition", "ALTER TABLE app.orders ATTACH PARTITION app.orders_eu FOR VALUES IN ('de', 'fr');",
+     "attach-partition-scan", "warning", ["<partition key> IN ('de', 'fr')", "ALTER TABLE app.orders_eu VALIDATE"], {}),
     ("set-unlogged", "ALTER TABLE events SET UNLOGGED;", "alter-table-rewrite", "blocker",
      ["-- migrate:allow alter-table-rewrite <why events can be unavailable", "ALTER TABLE events SET UNLOGGED;"], {}),
     ("set-logged-schema", "ALTER TABLE app.events SET LOGGED;", "alter-table-rewrite", "blocker",
@@ -300,6 +309,12 @@ SAFE = [
     ("vacuum-full-false", "VACUUM (FULL false) orders;", "vacuum-full", {}),
     ("cluster-new-table", "CREATE TABLE t (a int PRIMARY KEY);\nCLUSTER t USING t_pkey;", "cluster", {}),
     ("truncate-restrict", "TRUNCATE sessions;", "truncate-cascade", {}),
+    ("attach-new-table", "CREATE TABLE events_2027 (LIKE events);\n"
+     "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');",
+     "attach-partition-scan", {}),
+    ("attach-after-validated-check", "ALTER TABLE events_2027 VALIDATE CONSTRAINT events_2027_bounds;\n"
+     "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');",
+     "attach-partition-scan", {}),
     ("set-unlogged-new-table", "CREATE TABLE staging_rows (a int);\nALTER TABLE staging_rows SET UNLOGGED;",
      "alter-table-rewrite", {}),
     ("set-fillfactor", "ALTER TABLE orders SET (fillfactor = 90);", "alter-table-rewrite", {}),
