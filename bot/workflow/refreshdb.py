@@ -31,7 +31,14 @@ SWAP_ATTEMPTS = 5
 SWAP_LOCK_TIMEOUT = "5s"
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'"
-EXTENSION_MEMBERS = "SELECT objid FROM pg_depend WHERE classid = 'pg_class'::regclass AND deptype = 'e'"
+
+
+def extension_members(catalog: str) -> str:
+    """Objects of ``catalog`` an extension owns: left to the extension, which creates them and sets their grants."""
+    return f"SELECT objid FROM pg_depend WHERE classid = '{catalog}'::regclass AND deptype = 'e'"
+
+
+EXTENSION_MEMBERS = extension_members("pg_class")
 
 TABLE_SIZES_SQL = f"""
 SELECT n.nspname AS schema, c.relname AS name, pg_total_relation_size(c.oid) AS bytes

@@ -31,7 +31,7 @@ from psycopg import sql
 
 from bot.pg import rows
 from bot.workflow.dumpplan import plural
-from bot.workflow.refreshdb import EXTENSION_MEMBERS, USER_SCHEMAS
+from bot.workflow.refreshdb import EXTENSION_MEMBERS, USER_SCHEMAS, extension_members
 
 PRIVILEGES = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE",
                         "CREATE", "CONNECT", "TEMPORARY", "EXECUTE", "MAINTAIN"})
@@ -49,12 +49,6 @@ SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END AS 
 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase CROSS JOIN LATERAL unnest(s.setconfig) c(setting)
 WHERE d.datname = %s
 """
-
-def _extension_members(catalog: str) -> str:
-    """An extension's own objects are left to the extension, which sets their grants when it is created."""
-    return f"SELECT objid FROM pg_depend WHERE classid = '{catalog}'::regclass AND deptype = 'e'"
-
-
 # One row per object, plus one per privilege it grants to others (privilege NULL: the object grants nothing).
 # ``member`` is a function's argument list or a column's name; columns are no objects of their own (their table is).
 OBJECT_GRANTS_SQL = f"""
@@ -62,7 +56,7 @@ SELECT 'SCHEMA' AS kind, '' AS schema, n.nspname AS name, '' AS member, a.privil
        {_GRANTEE} AS grantee, a.is_grantable AS grantable
 FROM pg_namespace n LEFT JOIN LATERAL aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
      ON a.grantee <> n.nspowner
-WHERE {USER_SCHEMAS} AND n.oid NOT IN ({_extension_members('pg_namespace')})
+WHERE {USER_SCHEMAS} AND n.oid NOT IN ({extension_members('pg_namespace')})
 UNION ALL
 SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname, '', a.privilege_type,
        {_GRANTEE}, a.is_grantable
@@ -81,14 +75,14 @@ SELECT CASE WHEN p.prokind = 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, n.nspname
        pg_get_function_identity_arguments(p.oid), a.privilege_type, {_GRANTEE}, a.is_grantable
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 LEFT JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a ON a.grantee <> p.proowner
-WHERE {USER_SCHEMAS} AND p.oid NOT IN ({_extension_members('pg_proc')})
+WHERE {USER_SCHEMAS} AND p.oid NOT IN ({extension_members('pg_proc')})
 UNION ALL
 SELECT CASE WHEN t.typtype = 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname, '', a.privilege_type,
        {_GRANTEE}, a.is_grantable
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 LEFT JOIN LATERAL aclexplode(coalesce(t.typacl, acldefault('T', t.typowner))) a ON a.grantee <> t.typowner
 WHERE (t.typtype IN ('b', 'd', 'e', 'r') OR (SELECT c.relkind FROM pg_class c WHERE c.oid = t.typrelid) = 'c')
-  AND {USER_SCHEMAS} AND t.oid NOT IN ({_extension_members('pg_type')})
+  AND {USER_SCHEMAS} AND t.oid NOT IN ({extension_members('pg_type')})
   AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
 """
 DEFAULT_PRIVILEGES_SQL = f"""
