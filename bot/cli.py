@@ -18,7 +18,7 @@ from typing import Callable, NoReturn, Sequence
 
 from bot import config as config_mod
 from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
-from bot.interrupts import sigterm_like_ctrl_c
+from bot.interrupts import second_stop_leaves_at_once, sigterm_like_ctrl_c
 from bot.redact import install_logging_redaction, redact
 from bot.workflow.report import Report
 
@@ -174,7 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         running = len(bot.service.store.runs(states=[State.RUNNING]))
         print(f"migrate-bot stopping: no new commands; waiting for {running} running run(s) to finish "
-              "(a run cut short by a kill is marked interrupted at the next start)", file=sys.stderr)
+              "(Ctrl-C again stops at once; a run cut short is marked interrupted at the next start)",
+              file=sys.stderr)
+        second_stop_leaves_at_once("migrate-bot stopped without waiting: the next start marks what was running "
+                                   "as interrupted")
     finally:
         bot.stop()
     print("migrate-bot stopped", file=sys.stderr)

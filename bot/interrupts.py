@@ -8,7 +8,9 @@ cleans up and says what happened.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from typing import NoReturn
 
@@ -21,3 +23,19 @@ def sigterm_like_ctrl_c() -> None:
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
+
+
+def second_stop_leaves_at_once(message: str) -> None:
+    """While a stop is draining, a second Ctrl-C or SIGTERM means "now": say ``message`` and exit 130.
+
+    Exits without running any more Python (``os._exit``): the drain is what is being abandoned, and
+    waiting for the pool's threads at interpreter exit would be the same drain again. What was running
+    stays ``running`` in the state store, and the next start marks it interrupted, as after a kill.
+    """
+
+    def leave(signum: int, frame: object) -> NoReturn:
+        print(message, file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)

@@ -72,41 +72,77 @@ def test_sigterm_stops_serve_cleanly_with_exit_0(slack_env, slack_emulator, work
         watchdog.cancel()
         serve.kill()
     assert rest.splitlines()[-2:] == [
-        "migrate-bot stopping: no new commands; waiting for 0 running run(s) to finish (a run cut short by a kill "
-        "is marked interrupted at the next start)", "migrate-bot stopped"]
+        "migrate-bot stopping: no new commands; waiting for 0 running run(s) to finish (Ctrl-C again stops at once; "
+        "a run cut short is marked interrupted at the next start)", "migrate-bot stopped"]
     assert "Traceback" not in rest
 
 
-def test_sigterm_waits_for_a_running_validation_which_then_passes(bot_env, slack_emulator, workdir) -> None:
-    """The drain is real: a run in flight when SIGTERM arrives finishes and is told in its thread, not cut off."""
-    bot_env.both(USERS_AND_ORDERS)
-    write_migrations(workdir / "migrations", {"0001_slow.sql": "CREATE TABLE slow_things (id int);\n"
-                                                               "SELECT pg_sleep(2);\n"})
-    (workdir / "bot.toml").write_text(bot_toml(workdir / "migrations"), encoding="utf-8")
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-           "SLACK_API_URL": slack_emulator.base_url, "MIGRATE_BOT_STATE": str(workdir / "state.db"),
-           "PYTHONUNBUFFERED": "1"}
-    serve = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--config", str(workdir / "bot.toml"),
-                              "--host", "127.0.0.1", "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
-    watchdog = threading.Timer(120, serve.kill)
-    watchdog.start()
-    try:
-        url = serve.stderr.readline().split(" listening on ")[1].split(" ")[0]
+class _Serving:
+    """The real `migrate-bot serve` process, with a signed `/migrate validate` already running in it."""
+
+    def __init__(self, dbs, emulator, workdir, sleep_s: float) -> None:
+        dbs.both(USERS_AND_ORDERS)
+        write_migrations(workdir / "migrations", {"0001_slow.sql": "CREATE TABLE slow_things (id int);\n"
+                                                                   f"SELECT pg_sleep({sleep_s});\n"})
+        (workdir / "bot.toml").write_text(bot_toml(workdir / "migrations"), encoding="utf-8")
+        env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+               "SLACK_API_URL": emulator.base_url, "MIGRATE_BOT_STATE": str(workdir / "state.db"),
+               "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--config", str(workdir / "bot.toml"),
+                                         "--host", "127.0.0.1", "--port", "0"], stderr=subprocess.PIPE, text=True,
+                                        env=env)
+        self.watchdog = threading.Timer(120, self.process.kill)
+        self.watchdog.start()
+        url = self.process.stderr.readline().split(" listening on ")[1].split(" ")[0]
         body = slash_command_body("/migrate", "validate", user_id=REQUESTER, channel_id=DEPLOYS,
-                                  response_url=slack_emulator.response_url("drain"))
+                                  response_url=emulator.response_url("drain"))
         assert post_to_bot(url, body, signed_request(SIGNING_SECRET, body))[0] == 200
-        store = Store(workdir / "state.db")
-        wait_until(lambda: store.runs(states=[State.RUNNING]), "the validation to start running")
-        serve.send_signal(signal.SIGTERM)
-        rest = serve.stderr.read()
-        assert serve.wait() == 0, rest
-    finally:
-        watchdog.cancel()
-        serve.kill()
+        self.store = Store(workdir / "state.db")
+        wait_until(lambda: self.store.runs(states=[State.RUNNING]), "the validation to start running")
+
+    def close(self) -> None:
+        self.watchdog.cancel()
+        self.process.kill()
+
+
+@pytest.fixture
+def serving(bot_env, slack_emulator, workdir):
+    made: list[_Serving] = []
+
+    def start(sleep_s: float) -> _Serving:
+        made.append(_Serving(bot_env, slack_emulator, workdir, sleep_s))
+        return made[-1]
+
+    yield start
+    for serve in made:
+        serve.close()
+
+
+def test_sigterm_waits_for_a_running_validation_which_then_passes(serving, slack_emulator) -> None:
+    """The drain is real: a run in flight when SIGTERM arrives finishes and is told in its thread, not cut off."""
+    serve = serving(2)
+    serve.process.send_signal(signal.SIGTERM)
+    rest = serve.process.stderr.read()
+    assert serve.process.wait() == 0, rest
     assert "waiting for 1 running run(s) to finish" in rest and rest.splitlines()[-1] == "migrate-bot stopped"
     assert "Traceback" not in rest
-    runs = {r.kind: r for r in store.runs()}
+    runs = {r.kind: r for r in serve.store.runs()}
     run = runs[Kind.VALIDATE]
     assert run.state is State.PASSED and runs[Kind.DEPLOY].state is State.AWAITING_APPROVAL
     (parent,) = [m for m in slack_emulator.messages(DEPLOYS) if m.ts == run.thread_ts]
     assert parent.text == render.run_title(run)
+
+
+def test_a_second_sigterm_while_draining_stops_at_once(serving) -> None:
+    """Kubernetes' patience is finite and so is an operator's: the second stop means now, and says what follows."""
+    serve = serving(30)
+    serve.process.send_signal(signal.SIGTERM)
+    draining = next(line for line in serve.process.stderr if "migrate-bot stopping" in line)
+    assert "waiting for 1 running run(s) to finish" in draining
+    serve.process.send_signal(signal.SIGTERM)
+    rest = serve.process.stderr.read()
+    assert serve.process.wait(timeout=20) == 130, rest
+    assert rest.splitlines() == ["migrate-bot stopped without waiting: the next start marks what was running as "
+                                 "interrupted"]
+    (run,) = serve.store.runs(states=[State.RUNNING])  # left as a kill leaves it: recover() marks it interrupted
+    assert run.kind is Kind.VALIDATE
