@@ -131,15 +131,19 @@ class SocketModeHub:
         if not known or lowered.get("upgrade", "").lower() != "websocket" or "sec-websocket-key" not in lowered:
             sock.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return
-        sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Accept: {accept_key(lowered['sec-websocket-key'])}\r\n\r\n").encode())
         conn = Connection(ticket, sock)
-        conn.send_json({"type": "hello", "num_connections": 1, "connection_info": {"app_id": self.app_id},
-                        "debug_info": {"host": "emulator", "approximate_connection_time": 18060}})
-        with self._changed:
-            self._connections.append(conn)
-            self.opened += 1
-            self._changed.notify_all()
+        hello = {"type": "hello", "num_connections": 1, "connection_info": {"app_id": self.app_id},
+                 "debug_info": {"host": "emulator", "approximate_connection_time": 18060}}
+        # Registered before the client can read the 101 (its connect() returns then), so a test that looks
+        # right after connecting sees the connection; the send lock keeps any envelope behind the hello.
+        with conn.send_lock:
+            with self._changed:
+                self._connections.append(conn)
+                self.opened += 1
+                self._changed.notify_all()
+            sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          f"Sec-WebSocket-Accept: {accept_key(lowered['sec-websocket-key'])}\r\n\r\n").encode())
+            sock.sendall(frame(TEXT, json.dumps(hello).encode()))
         try:
             self._read(conn, rfile)
         finally:
