@@ -3,7 +3,8 @@
 Kubernetes, systemd, CI timeouts and a plain `kill` send SIGTERM, whose default action ends the process
 on the spot: no `finally` runs, so a refresh's half-built copy, the demo's clusters and a serve's running
 runs are abandoned. Raising KeyboardInterrupt instead sends every stop through the one path that already
-cleans up and says what happened.
+cleans up and says what happened. A stop that waits (``serve`` draining its runs) can itself be cut
+short: the second signal leaves at once, as a kill would, but saying so.
 """
 
 from __future__ import annotations
