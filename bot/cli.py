@@ -172,12 +172,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         threading.Event().wait()  # the server runs in its own threads until Ctrl-C
     except KeyboardInterrupt:
+        # the second-stop handler goes in before the line that invites a second stop
+        second_stop_leaves_at_once("migrate-bot stopped without waiting: the next start marks what was running "
+                                   "as interrupted")
         running = len(bot.service.store.runs(states=[State.RUNNING]))
         print(f"migrate-bot stopping: no new commands; waiting for {running} running run(s) to finish "
               "(Ctrl-C again stops at once; a run cut short is marked interrupted at the next start)",
               file=sys.stderr)
-        second_stop_leaves_at_once("migrate-bot stopped without waiting: the next start marks what was running "
-                                   "as interrupted")
     finally:
         bot.stop()
     print("migrate-bot stopped", file=sys.stderr)
