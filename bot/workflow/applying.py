@@ -35,16 +35,23 @@ def apply_in_order(applier: Applier, migrations: list[Migration], report: Report
     """Apply until the first failure; returns the migrations applied."""
     applied = []
     for position, migration in enumerate(migrations):
-        outcome = applier.apply(migration)
-        report.extend(outcome.checks)
-        report.add(outcome_check(outcome, env))
-        if not outcome.ok:
-            skipped = migrations[position + 1:]
-            if skipped:
-                report.facts["not_attempted"] = [m.label for m in skipped]
+        if not record_outcome(report, applier.apply(migration), migrations[position + 1:], env):
             break
         applied.append(migration)
     return applied
+
+
+def record_outcome(report: Report, outcome: MigrationOutcome, rest: list[Migration], env: str) -> bool:
+    """Put one outcome in the report; returns whether it applied.
+
+    Migrations apply strictly in order, so a failure leaves ``rest`` not
+    attempted — named in ``facts["not_attempted"]`` for the re-plan.
+    """
+    report.extend(outcome.checks)
+    report.add(outcome_check(outcome, env))
+    if not outcome.ok and rest:
+        report.facts["not_attempted"] = [m.label for m in rest]
+    return outcome.ok
 
 
 def drift_checks(plan: Plan, env: str) -> list[Check]:

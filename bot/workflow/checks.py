@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from bot.pg import rows, scalar
+from bot.pg import APP_NAME, rows, scalar
 from bot.workflow.report import Check, Status
 
 EXTENSIONS_SQL = "SELECT extname FROM pg_extension WHERE extname = ANY(%s)"
@@ -46,6 +46,25 @@ FROM pg_stat_activity
 WHERE state = 'idle in transaction' AND now() - state_change > make_interval(mins => %s)
   AND datname = current_database() AND pid = ANY(%s)
 """
+
+# Sessions that make a deploy unwelcome now: running ones, and transactions left open. Locks are joined by
+# relation name in any schema, as migrations name tables; query texts are never read (they carry values).
+QUIET_SQL = """
+SELECT a.pid, coalesce(a.application_name, '') AS application_name, a.state,
+       coalesce(extract(epoch FROM now() - CASE WHEN a.state = 'active' THEN a.query_start
+                                                  ELSE a.state_change END)::int, 0) AS seconds,
+       coalesce(array_agg(DISTINCT c.relname ORDER BY c.relname) FILTER (WHERE c.relname IS NOT NULL), '{}')
+           AS tables
+FROM pg_stat_activity a
+LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'relation' AND l.granted
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+LEFT JOIN pg_class c ON c.oid = l.relation AND c.relname = ANY(%(tables)s)
+WHERE a.datname = current_database() AND a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
+  AND (a.state = 'active' OR a.state LIKE 'idle in transaction%%')
+GROUP BY a.pid, a.application_name, a.state, a.query_start, a.state_change
+ORDER BY seconds DESC, a.pid
+"""
+QUIET_SHOWN = 5
 
 _CONTYPES = {"f": "foreign key", "u": "unique", "c": "check"}
 
@@ -169,3 +188,47 @@ def connection_headroom(conn: psycopg.Connection, env: str, needed: int) -> Chec
         f"the run needs {needed} during VALIDATE",
         details=facts,
     )
+
+
+def quiet_enough(conn: psycopg.Connection, tables: set[str], *, max_active: int, max_idle_in_tx: int,
+                 env: str = "prod") -> Check:
+    """Whether prod is quiet enough to start a deploy now (re-checked when a scheduled one fires).
+
+    A window is chosen from yesterday's traffic; this looks at today's. Busy
+    backends slow DDL down and are slowed by it; a transaction left open on a
+    table the set touches holds a lock that DDL queues behind — and everything
+    queues behind the DDL. The bot's own sessions do not count as traffic.
+    """
+    return quiet_verdict(rows(conn, QUIET_SQL, {"tables": sorted(tables)}), tables, max_active=max_active,
+                         max_idle_in_tx=max_idle_in_tx, env=env)
+
+
+def quiet_verdict(sessions: list[dict], tables: set[str], *, max_active: int, max_idle_in_tx: int,
+                  env: str = "prod") -> Check:
+    """The verdict from ``QUIET_SQL``'s rows (pure): counts against the limits, the worst sessions named."""
+    active = [s for s in sessions if s["state"] == "active" and not s["application_name"].startswith(APP_NAME)]
+    idle = [s for s in sessions if s["state"] != "active" and s["tables"]]
+    on = ", ".join(sorted(tables)) or "the touched tables"
+    counts = (f"{len(active)} active session(s) (limit {max_active}), {len(idle)} idle in transaction holding "
+              f"a lock on {on} (limit {max_idle_in_tx})")
+    shown = (idle + active)[:QUIET_SHOWN]
+    details = {"env": env, "active": len(active), "max_active": max_active, "idle_in_tx": len(idle),
+               "max_idle_in_tx": max_idle_in_tx, "tables": sorted(tables),
+               "sessions": [{k: s[k] for k in ("pid", "application_name", "state", "seconds", "tables")}
+                            for s in shown]}
+    name = f"quiet-enough.{env}"
+    if len(active) <= max_active and len(idle) <= max_idle_in_tx:
+        return Check(name, Status.PASSED, f"{env} is quiet enough to deploy: {counts}", details=details)
+    more = len(idle) + len(active) - len(shown)
+    listing = "; ".join(_session(s) for s in shown) + (f"; and {more} more" if more > 0 else "")
+    details["category"] = "lock" if len(idle) > max_idle_in_tx else "busy"
+    return Check(name, Status.FAILED,
+                 f"{env} is too busy to deploy now: {counts}. {listing}. Wait for traffic to drop or for those "
+                 "transactions to end (`/migrate unblock` ends idle ones after an approval), then deploy again",
+                 details=details)
+
+
+def _session(s: dict) -> str:
+    holds = f", holds a lock on {', '.join(s['tables'])}" if s["tables"] else ""
+    who = s["application_name"] or "no application_name"
+    return f"pid {s['pid']} ({who}, {s['state']} for {s['seconds']} s{holds})"
