@@ -53,7 +53,7 @@ from bot import devcluster  # noqa: E402
 from bot.config import Databases, Settings, State  # noqa: E402
 from bot.interrupts import sigterm_like_ctrl_c  # noqa: E402
 from bot.migrations.source import build  # noqa: E402
-from bot.runs.store import Store  # noqa: E402
+from bot.runs.store.sqlite import SqliteStore  # noqa: E402
 from bot.workflow import validate  # noqa: E402
 from bot.workflow.report import Report, Status  # noqa: E402
 
@@ -121,7 +121,7 @@ def gate_settings(state_dir: Path) -> Settings:
     )
 
 
-def run_entry(clusters: Clusters, settings: Settings, store: Store, entry: Entry, setup: str) -> GateResult:
+def run_entry(clusters: Clusters, settings: Settings, store: SqliteStore, entry: Entry, setup: str) -> GateResult:
     """Fresh databases, the entry's setup on both sides, then the gate on its one migration."""
     dbname = f"score_{entry.name}"
     for env in ("prod", "staging"):
@@ -147,7 +147,7 @@ def run_gate(entries: list[Entry], setups: dict[str, str]) -> tuple[list[GateRes
     try:
         start_clusters(clusters)
         settings = gate_settings(clusters.base)
-        store = Store(settings.state.path)
+        store = SqliteStore(settings.state.path)
         started, results = time.perf_counter(), []
         for i, entry in enumerate(entries, 1):
             note(f"[{i}/{len(entries)}] {entry.name}")

@@ -1,4 +1,4 @@
-"""The composition root: settings -> store -> run service -> a chat face.
+"""The composition root: settings -> state store -> runtime (lifecycle, executor, scheduler) -> a chat face.
 
 Only this module knows how the layers are wired, so `serve`, `shell` and the
 demo assemble the bot the same way.
@@ -18,23 +18,25 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.runs import policy
-from bot.runs.service import Announcer, RunService
+from bot.runs.announcer import Announcer
+from bot.runs.commands import Commands
+from bot.runs.runtime import Runtime
 from bot.runs.steps import Steps
-from bot.runs.store import Store
+from bot.runs.store import StateStore, open_store
 from bot.secrets import resolve
 
 log = logging.getLogger(__name__)
 
 
-def create_service(settings: Settings, announcer: Announcer, *, groups: policy.GroupMembers = lambda g: set(),
-                   store: Store | None = None) -> RunService:
-    store = store or Store(settings.state.path)
-    return RunService(settings, store, announcer, workflow=Steps(), groups=groups)
+def create_runtime(settings: Settings, announcer: Announcer, *, groups: policy.GroupMembers = lambda g: set(),
+                   store: StateStore | None = None) -> Runtime:
+    store = store or open_store(settings.state.path)
+    return Runtime(settings, store, announcer, workflow=Steps(), groups=groups)
 
 
 @dataclass
 class SlackBot:
-    service: RunService
+    runtime: Runtime
     app: App
     pool: ThreadPoolExecutor
     app_token: str = ""
@@ -62,7 +64,11 @@ class SlackBot:
         if self.socket:
             self.socket.close()
         self.pool.shutdown(wait=True)
-        self.service.executor.shutdown(wait=True)
+        self.runtime.stop(wait=True)
+
+    @property
+    def commands(self) -> Commands:
+        return Commands(self.runtime)
 
 
 # Python hands the GIL over every 5 ms by default: with validations busy in Python (parsing, linting,
@@ -71,7 +77,7 @@ class SlackBot:
 CHAT_SWITCH_INTERVAL_S = 0.001
 
 
-def create_slack_bot(settings: Settings, *, store: Store | None = None) -> SlackBot:
+def create_slack_bot(settings: Settings, *, store: StateStore | None = None) -> SlackBot:
     """Resolve the Slack credentials (secret references), build the client, the service and the bolt app.
 
     Also shortens the interpreter's thread switch interval: this process's
@@ -93,8 +99,8 @@ def create_slack_bot(settings: Settings, *, store: Store | None = None) -> Slack
                           "or leave slack.app_token empty to serve HTTP.")
     client = make_client(token, settings.slack.api_url)
     check_token(client)
-    store = store or Store(settings.state.path)
-    service = create_service(settings, SlackAnnouncer(client, store), groups=GroupCache(client), store=store)
+    store = store or open_store(settings.state.path)
+    runtime = create_runtime(settings, SlackAnnouncer(client, store), groups=GroupCache(client), store=store)
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-bot-chat")
-    app = build_app(settings, service, client, signing_secret, pool)
-    return SlackBot(service=service, app=app, pool=pool, app_token=app_token)
+    app = build_app(settings, runtime, client, signing_secret, pool)
+    return SlackBot(runtime=runtime, app=app, pool=pool, app_token=app_token)

@@ -13,10 +13,13 @@ import logging
 import os
 import sys
 import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from bot import config as config_mod
+from bot import messages
 from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
 from bot.interrupts import second_stop_leaves_at_once, sigterm_like_ctrl_c
 from bot.redact import install_logging_redaction, redact
@@ -54,9 +57,9 @@ def _settings(args: argparse.Namespace) -> config_mod.Settings:
 
 
 def _store(settings: config_mod.Settings):
-    from bot.runs.store import Store
+    from bot.runs.store import open_store
 
-    return Store(settings.state.path)
+    return open_store(settings.state.path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -68,11 +71,75 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from bot.runs import windows
     from bot.workflow import deploy
 
     settings = _settings(args)
-    options = deploy.DeployOptions(env_flag=os.environ.get("STAGING_VALIDATION_PASSED", "").lower() == "true")
-    return emit(deploy.run(settings, _store(settings), options), args)
+    d = settings.deploy
+    cal = windows.parse_calendar(d.windows, d.freezes, d.timezone)
+    gate = _window_gate(cal, args)
+    if gate is not None and not gate.open:
+        return emit(_outside_window(gate), args)
+    options = deploy.DeployOptions(env_flag=os.environ.get("STAGING_VALIDATION_PASSED", "").lower() == "true",
+                                   deadline=gate.deadline if gate else None, on_deadline=d.on_window_close)
+    report = deploy.run(settings, _store(settings), options)
+    if gate is None and not (cal.always_open and not cal.freezes):
+        report.warning("deploy-window", messages.CLI_OVERRIDE)
+    return emit(report, args)
+
+
+def _window_gate(cal, args: argparse.Namespace):
+    """None with --now; otherwise the gate, after sleeping until the next window with --wait."""
+    from bot.runs import windows
+
+    if args.now:
+        if not (cal.always_open and not cal.freezes):
+            print("deploying outside the deploy windows (--now): this override is logged", file=sys.stderr)
+        return None
+    gate = windows.gate(cal, datetime.now(timezone.utc))
+    if not gate.open and args.wait and gate.next is not None:
+        print(f"waiting for the deploy window {windows.describe(gate.next)} (Ctrl-C stops waiting)", file=sys.stderr)
+        while datetime.now(timezone.utc) < gate.next.start:
+            time.sleep(min(30.0, max(0.05, (gate.next.start - datetime.now(timezone.utc)).total_seconds())))
+        gate = windows.gate(cal, datetime.now(timezone.utc))
+    return gate
+
+
+def _outside_window(gate) -> Report:
+    from bot.runs import windows
+
+    report = Report(step="deploy")
+    if gate.next is None:
+        report.blocker("deploy-window", messages.CLI_NO_WINDOW_AHEAD)
+    else:
+        frozen = f" (frozen: {gate.freeze.text})" if gate.freeze else ""
+        report.blocker("deploy-window", messages.CLI_OUTSIDE_WINDOW.format(
+            frozen=frozen, next=f"{windows.describe(gate.next)} ({_in(gate.next.start)})"))
+    return report.finish()
+
+
+def _in(moment: datetime) -> str:
+    seconds = (moment - datetime.now(timezone.utc)).total_seconds()
+    return f"in {seconds / 3600:.1f} h" if seconds >= 5400 else f"in {max(seconds, 0) / 60:.0f} min"
+
+
+def cmd_windows(args: argparse.Namespace) -> int:
+    from bot.chat.render import terminal_text
+    from bot.runs import windows
+    from bot.runs.commands import windows_lines
+
+    settings = _settings(args)
+    d = settings.deploy
+    cal = windows.parse_calendar(d.windows, d.freezes, d.timezone)
+    now = datetime.now(timezone.utc)
+    if args.format == "json":
+        current = windows.current_opening(cal, now)
+        found = ([current] if current else []) + windows.next_openings(cal, now, 3 - (1 if current else 0))
+        print(json.dumps([{"start": o.start.isoformat(), "end": o.end.isoformat()} for o in found], indent=2))
+        return 0
+    for line in windows_lines(cal, _store(settings), now):
+        print(terminal_text(line))
+    return 0
 
 
 def cmd_triage(args: argparse.Namespace) -> int:
@@ -161,7 +228,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     bot = create_slack_bot(settings)
-    bot.service.recover()
+    bot.runtime.start()  # recovery of dead runs, the queue, the heartbeat and the scheduler (if elected)
     try:  # SIGTERM (Kubernetes, systemd) already leaves like Ctrl-C, set in main() before the ready line
         if bot.app_token:
             bot.connect_socket_mode()
@@ -175,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the second-stop handler goes in before the line that invites a second stop
         second_stop_leaves_at_once("migrate-bot stopped without waiting: the next start marks what was running "
                                    "as interrupted")
-        running = len(bot.service.store.runs(states=[State.RUNNING]))
+        running = len(bot.runtime.store.runs(states=[State.RUNNING]))
         print(f"migrate-bot stopping: no new commands; waiting for {running} running run(s) to finish "
               "(Ctrl-C again stops at once; a run cut short is marked interrupted at the next start)",
               file=sys.stderr)
@@ -186,14 +253,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from bot.app import create_service
+    from bot.app import create_runtime
     from bot.chat.shell import Shell, ShellAnnouncer
 
     settings = _settings(args)
-    service = create_service(settings, ShellAnnouncer())
-    service.recover()
-    Shell(service, user=args.user).loop()
-    service.executor.shutdown(wait=True)
+    runtime = create_runtime(settings, ShellAnnouncer())
+    runtime.start()
+    try:
+        Shell(runtime, user=args.user).loop()
+    finally:
+        runtime.stop(wait=True)
     return 0
 
 
@@ -231,9 +300,17 @@ def build_parser() -> Parser:
              "migrate-bot validate --migrations db/migrations --log staging_validation.log")
     _common(p)
     p.add_argument("--install-extensions", action="store_true", help="create missing required extensions on staging")
-    p = _add(sub, "deploy", cmd_deploy, "Deploy the validated migration set to production.",
+    p = _add(sub, "deploy", cmd_deploy, "Deploy the validated migration set to production (inside a deploy window).",
              "STAGING_VALIDATION_PASSED=true migrate-bot deploy --migrations db/migrations --log prod_deploy.log")
     _common(p)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--wait", action="store_true", help="outside the deploy windows, sleep until the next opens")
+    when.add_argument("--now", action="store_true", help="deploy outside the deploy windows anyway (logged)")
+    p = _add(sub, "windows", cmd_windows, "Show the next deploy windows and prod's quietest hours.",
+             "migrate-bot windows --format json")
+    p.add_argument("--config", help="TOML config file (default: $MIGRATE_BOT_CONFIG or ./migrate-bot.toml)")
+    p.add_argument("--state", help="state store path (traffic samples)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
     p = _add(sub, "triage", cmd_triage, "Group a gate log's failures by cause, with the typical fix.",
              "migrate-bot triage staging_validation.log")
     p.add_argument("file", help="a log written with --log, or a report written with --json")

@@ -64,6 +64,15 @@ class Deploy:
     cleanup_hold_days: int = 7
     require_env_flag: bool = True  # STAGING_VALIDATION_PASSED=true, as the runbook says
     validation_max_age_hours: float = 72.0  # an older pass proves little about today's data; 0 = no limit
+    windows: list[str] = field(default_factory=list)  # "Tue-Thu 02:00-04:00 America/New_York"; empty = any time
+    freezes: list[str] = field(default_factory=list)  # "2026-12-20 00:00 .. 2027-01-04 00:00 Europe/Berlin"
+    timezone: str = "UTC"  # for window and freeze entries that name none
+    on_window_close: str = "finish-current"  # or "abort": cancel the migration in progress at the window's end
+    estimate_margin: float = 1.5  # the staging timings are multiplied by this (and scaled to prod's sizes)
+    max_active_sessions: int = 50  # prod is "quiet enough" at fire time with at most this many active sessions
+    max_idle_in_transaction: int = 0  # … and at most this many idle-in-transaction sessions locking the set's tables
+    quiet_wait_minutes: int = 15  # how long to wait inside the window for prod to be quiet before re-planning
+    traffic_sample_minutes: int = 60  # pg_stat_database samples for `windows`; 0 = off
 
 
 @dataclass(frozen=True)
@@ -181,11 +190,27 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("Config key 'gate.lock_timeout_s' must be greater than 0.", "Try 2.")
     if settings.policy.approvals_required < 1:
         raise ConfigError("Config key 'policy.approvals_required' must be at least 1.", "")
+    _validate_deploy(settings.deploy)
     for column in settings.refresh.mask:
         if column.count(".") not in (1, 2):
             raise ConfigError(
                 f"refresh.mask entry {column!r} must be table.column or schema.table.column.", ""
             )
+
+
+def _validate_deploy(deploy: Deploy) -> None:
+    from bot.runs.windows import parse_calendar  # the one parser of windows; refuses bad entries at start-up
+
+    parse_calendar(deploy.windows, deploy.freezes, deploy.timezone)
+    if deploy.on_window_close not in ("finish-current", "abort"):
+        raise ConfigError(f"Config key 'deploy.on_window_close' must be \"finish-current\" or \"abort\", "
+                          f"not {deploy.on_window_close!r}.",
+                          "finish-current lets the migration in progress finish; abort cancels it at the window's end.")
+    if deploy.estimate_margin < 1:
+        raise ConfigError("Config key 'deploy.estimate_margin' must be at least 1.", "Try 1.5.")
+    for key in ("max_active_sessions", "max_idle_in_transaction", "quiet_wait_minutes", "traffic_sample_minutes"):
+        if getattr(deploy, key) < 0:
+            raise ConfigError(f"Config key 'deploy.{key}' must not be negative.", "")
 
 
 def find_config_file(explicit: str | None) -> Path | None:

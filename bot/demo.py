@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 from bot import config, devcluster
-from bot.app import create_service
+from bot.app import create_runtime
 from bot.chat.shell import Shell, ShellAnnouncer
 from bot.runs.model import Kind
 
@@ -55,15 +55,15 @@ def demo_settings(base: Path, prod: devcluster.LocalCluster, staging: devcluster
 
 
 def script(shell: Shell, fixed_dir: str) -> int:
-    service = shell.service
+    runtime = shell.runtime
     banner("1. Refresh staging from prod (users.email masked on the way)")
     shell.handle("/migrate refresh")
     banner("2. Validate examples/01-orphaned-fk: an FK added over orphaned rows; the triage lands in the thread")
     shell.handle("/migrate validate")
     banner("3. The team writes the runbook's fix (examples/02-fixed) and validates again")
-    service.settings = replace(service.settings, migrations=replace(service.settings.migrations, dir=fixed_dir))
+    runtime.settings = replace(runtime.settings, migrations=replace(runtime.settings.migrations, dir=fixed_dir))
     shell.handle("/migrate validate")
-    deploy = service.store.latest_run(Kind.DEPLOY)
+    deploy = runtime.store.latest_run(Kind.DEPLOY)
     if deploy is None:
         print("The fixed set did not pass, so there is nothing to deploy. See the lines above.")
         return 1
@@ -74,7 +74,7 @@ def script(shell: Shell, fixed_dir: str) -> int:
     shell.handle(f"/migrate deploy {deploy.id}")
     banner("6. History")
     shell.handle("/migrate history")
-    final = service.store.get_run(deploy.id)
+    final = runtime.store.get_run(deploy.id)
     return 0 if final and final.state.value == "deployed" else 1
 
 
@@ -91,10 +91,10 @@ def main() -> int:
             conn.execute("CREATE DATABASE shop")
         print(f"prod on port {clusters[0].port} (users, orders: 20,003 rows), staging on port {clusters[1].port} (empty)")
         settings = demo_settings(base, clusters[0], clusters[1])
-        service = create_service(settings, ShellAnnouncer())
-        shell = Shell(service, user=REQUESTER)
+        runtime = create_runtime(settings, ShellAnnouncer())
+        shell = Shell(runtime, user=REQUESTER)
         code = script(shell, str(EXAMPLES / "02-fixed"))
-        service.executor.shutdown(wait=True)
+        runtime.stop(wait=True)
         banner(f"Done in {time.monotonic() - started:.0f}s: " + ("the fixed set is deployed." if code == 0 else "see above."))
         return code
     finally:

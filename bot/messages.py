@@ -45,3 +45,70 @@ CREDENTIAL_WARNING = ("<@{user}>, that message looks like it contains a {what}. 
                       "secret store — the bot never needs credentials in chat.")
 UNEXPECTED = ("Something unexpected went wrong ({error}); nothing was deployed by this command. "
               "Check `/migrate status`, try again, or ask the bot's owners.")
+
+# -- the queue -------------------------------------------------------------------------------------------
+STARTED = "Started {run_id}: {kind} on {env}."
+QUEUED = ("Queued {run_id}: {kind} on {env}, number {position} in line; {env} is busy with {holder}. It starts by "
+          "itself when {env} is free; `/migrate cancel {run_id}` takes it out of the queue.")
+QUEUED_THREAD = "Waiting for {env}: number {position} in line, behind {holder}. This run starts by itself when it is free."
+
+# -- deploys in windows ------------------------------------------------------------------------------------
+APPROVALS_MET_PLANNING = "Approved ({count}/{required}) by {approvers}. Finding the next deploy window that fits…"
+DEPLOY_SCHEDULED = (":calendar: {run_id} is scheduled for {when}; the window stays open until {until}. "
+                    "Estimated duration: {estimate}. Right before it starts, the bot checks again that the migration "
+                    "set, the approvals and the validation still stand and that prod is quiet. "
+                    "`/migrate cancel {run_id}` calls it off.")
+NO_WINDOW_FITS = ("{run_id} is approved, but no deploy window is long enough for it: it needs {estimate}, and the "
+                  "longest opening ahead is {longest}. Widen `deploy.windows`, split the migration set, or deploy "
+                  "outside the windows with `/migrate deploy {run_id} now` (that needs a second approver).")
+DEPLOY_WAITS_FOR_WINDOW = ("{run_id} is scheduled for {when}: deploys wait for their window. To deploy now anyway: "
+                           "`/migrate deploy {run_id} now` (that needs a second approver).")
+DEPLOY_NO_WINDOW_FITS = ("{run_id} fits no deploy window (see its thread). To deploy it anyway: "
+                         "`/migrate deploy {run_id} now` (that needs a second approver).")
+DEPLOY_FROZEN = ("Deploys are frozen until {until} ({freeze}). To deploy {run_id} anyway: "
+                 "`/migrate deploy {run_id} now` (that needs a second approver).")
+OVERRIDE_ASKED = ("<@{user}> asks to deploy {run_id} now, outside the deploy windows. An override needs {needed} "
+                  "approvals ({count} so far): one more approver from {approvers} reacts :{reaction}: on this "
+                  "message or presses Approve.")
+OVERRIDE_NOT_NEEDED = "No deploy window or freeze stands in {run_id}'s way: `/migrate deploy {run_id}` deploys it."
+DEPLOYING = "Deploying {run_id} to prod."
+DEPLOY_DONE_ALREADY = "{run_id} is deployed already; `/migrate status {run_id}` shows what it applied."
+DEPLOY_IN_PROGRESS = "{run_id} is deploying now; `/migrate status {run_id}` shows how far it got."
+DEPLOY_OVER = ("{run_id} is {state}, so it cannot deploy. Validate again with `/migrate validate`; a pass offers a "
+               "new deploy.")
+NOT_A_DEPLOY = "{run_id} is a {kind} run, not a deploy. {what}"
+NOT_A_DEPLOY_OFFERED = "The deploy it offered is {deploy}: `/migrate deploy {deploy}`."
+NOT_A_DEPLOY_NONE = "It offered no deploy; a passing validation does."
+FIRE_APPROVALS_GONE = ("Not deploying: the approvals no longer stand ({count}/{required}). The deploy waits for an "
+                       "approver to approve it again.")
+FIRE_NO_VALIDATION = ("Not deploying: no passing validation of this exact migration set is on record any more. "
+                      "Validate again with `/migrate validate`.")
+FIRE_VALIDATION_OLD = ("Not deploying: its validation is {age:.0f} hours old (limit {limit:g}, "
+                       "`deploy.validation_max_age_hours`), and prod's data has moved on since. Refresh and validate "
+                       "again: `/migrate refresh`, then `/migrate validate`.")
+FIRE_FROZEN = "A deploy freeze began ({freeze}), so the deploy did not start."
+FIRE_MISSED = "The bot was not running at the scheduled time ({scheduled}), and the window has closed since."
+FIRE_NO_WINDOW = "No deploy window is open now."
+FIRE_TOO_LITTLE_LEFT = "Only {left} of the window is left, and the deploy needs about {estimate}."
+FIRE_BUSY = ("Not deploying yet: {busy}. Looking again every {retry} until {until}; if prod is still busy then, the "
+             "deploy moves to the next window.")
+FIRE_STILL_BUSY = "Prod did not become quiet enough inside the window ({busy})."
+FIRE_PROD_HELD = "prod is busy with {holder}"
+FIRE_GO = ("Deploying now; the window is open until {until}. The migration set, the approvals, the validation and "
+           "prod's load all checked out.")
+FIRE_GO_LATE = ("The bot was not running at the scheduled time ({scheduled}), but the window is still open until "
+                "{until}: deploying now.")
+FIRE_GO_OVERRIDE = "Deploying now, outside the deploy windows: an override approved by {approvers}."
+WINDOW_CLOSED = "The deploy window closed during the deploy. Applied: {applied}. Not started: {left}."
+CLEANUP_ELIGIBLE = ("The cleanup migration(s) {migrations} that {run_id} held back are eligible now: {days} days have "
+                    "passed since that deploy. Validate them with `/migrate validate`; a pass offers their deploy "
+                    "for approval.")
+FIRE_SET_CHANGED = ("Not deploying: prod's pending migrations are no longer the set that was validated and approved "
+                    "(now {now}, approved {approved}); someone changed or applied migrations since. Validate again "
+                    "with `/migrate validate` and get a fresh approval.")
+FIRE_PROD_UNREACHABLE = "the bot could not check prod ({error})"
+CLI_OUTSIDE_WINDOW = ("outside the deploy windows{frozen}: the next opens {next}. Deploy then, add --wait to sleep until "
+                      "it opens, or --now to deploy anyway (logged)")
+CLI_NO_WINDOW_AHEAD = ("no deploy window opens in the next 400 days (`deploy.windows`, `deploy.freezes`); fix the "
+                       "config, or add --now to deploy anyway (logged)")
+CLI_OVERRIDE = "deployed outside the deploy windows with --now (an override, logged)"

@@ -3,7 +3,7 @@
 What it starts, per test: the composition root (``bot.app.create_slack_bot``)
 with settings read from a TOML file written into the test's workdir (secret
 *references* for the Slack credentials, ``SLACK_API_URL`` pointing at the
-emulator), ``service.recover()`` as ``migrate-bot serve`` does, and the
+emulator), ``runtime.start()`` as ``migrate-bot serve`` does, and the
 threaded HTTP endpoint on 127.0.0.1 with a kernel-chosen port. Tests drive it
 the way Slack does — signed POSTs of slash commands, events and block
 actions — through a small ``BotDriver``; they observe it through the
@@ -30,8 +30,9 @@ import pytest
 from bot import config
 from bot.app import SlackBot, create_slack_bot
 from bot.runs.model import Kind, Run, State
-from bot.runs.service import RunService
-from bot.runs.store import Store
+from bot.runs.runtime import Runtime
+from bot.runs.store import StateStore
+from bot.runs.store.sqlite import SqliteStore
 from tests.fix_pg import Databases, write_migrations
 from tests.fix_slack import APP_TOKEN, BOT_TOKEN, DBA_GROUP, DEPLOYS, REQUESTER, SIGNING_SECRET
 from tests.slack_emulator import (
@@ -134,12 +135,16 @@ class BotDriver:
         settings = config.load(str(self.settings_path))
         bot = create_slack_bot(settings)
         self._trackers = [_Tracker(bot.pool), _Tracker(bot.app.listener_runner.listener_executor)]
-        bot.service.recover()  # what `migrate-bot serve` does before it listens
-        if bot.app_token:
-            bot.connect_socket_mode()
-            self._trackers.append(_Tracker(bot.socket.client.message_workers))
-        else:
-            bot.serve_http("127.0.0.1", 0)
+        bot.runtime.start()  # what `migrate-bot serve` does before it listens
+        try:
+            if bot.app_token:
+                bot.connect_socket_mode()
+                self._trackers.append(_Tracker(bot.socket.client.message_workers))
+            else:
+                bot.serve_http("127.0.0.1", 0)
+        except BaseException:
+            bot.stop()  # as `serve` does when it cannot listen: no thread outlives the refusal
+            raise
         return bot
 
     @property
@@ -152,22 +157,24 @@ class BotDriver:
         return f"http://127.0.0.1:{self.bot.server.server_port}/slack/events"
 
     @property
-    def service(self) -> RunService:
-        return self.bot.service
+    def runtime(self) -> Runtime:
+        return self.bot.runtime
 
     @property
-    def store(self) -> Store:
-        return self.bot.service.store
+    def store(self) -> StateStore:
+        return self.bot.runtime.store
 
     def restart(self) -> None:
         """The process dies mid-work and a new one starts on the same state file.
 
         Python cannot kill a thread, so the old bot is made inert instead: its
-        HTTP endpoint closes, its run service loses the shared state store and
-        its Slack voice (what a dead process no longer has), and its database
-        sessions are terminated — as a crash drops them, releasing advisory
-        locks and rolling back open transactions. Then a new bot is built on
-        the same state file, recovers, and listens on a new port.
+        HTTP endpoint closes, its runtime stops without a clean goodbye (no
+        heartbeat any more, leases left to lapse, as after a kill), it loses
+        the shared state store and its Slack voice (what a dead process no
+        longer has), and its database sessions are terminated — as a crash
+        drops them, releasing advisory locks and rolling back open
+        transactions. Then a new bot is built on the same state file, starts
+        (recovering the dead one's runs) and listens on a new port.
         """
         old = self.bot
         if old.server:
@@ -176,9 +183,11 @@ class BotDriver:
         if old.socket:
             old.socket.close()
         old.pool.shutdown(wait=False, cancel_futures=True)
-        old.service.executor.shutdown(wait=False)
-        old.service.store = Store(":memory:")
-        old.service.announcer = _Silent()
+        old.runtime.stop(wait=False)
+        old.runtime.store = SqliteStore(":memory:")
+        old.runtime.announcer = _Silent()
+        old.runtime.lifecycle.store = old.runtime.store
+        old.runtime.lifecycle.announcer = old.runtime.announcer
         self._terminate_sessions()
         self.retired.append(old)
         self.bot = self._start()
@@ -194,7 +203,7 @@ class BotDriver:
         self.wait_idle(timeout=WAIT_S, strict=False)
         self.bot.stop()
         for old in self.retired:
-            old.service.executor.wait(timeout=WAIT_S)
+            old.runtime.executor.wait(timeout=WAIT_S)
 
     # -- Slack -> bot ------------------------------------------------------------------
     def post(self, body: bytes, *, timestamp: int | None = None, secret: str = SIGNING_SECRET,
@@ -262,7 +271,7 @@ class BotDriver:
     # -- the scenario ---------------------------------------------------------------------
     def write_migrations(self, files: dict[str, str]) -> Path:
         """(Re)write the migration set the bot reads (settings.migrations.dir)."""
-        root = Path(self.service.settings.migrations.dir)
+        root = Path(self.runtime.settings.migrations.dir)
         for old in root.glob("*.sql"):
             old.unlink()
         return write_migrations(root, files)
@@ -310,7 +319,7 @@ class BotDriver:
                     break
                 except Exception:  # noqa: BLE001 - a listener's own error is the test's to find, not ours
                     pass
-            idle = self.service.executor.wait(timeout=max(0.0, deadline - time.monotonic()))
+            idle = self.runtime.executor.wait(timeout=max(0.0, deadline - time.monotonic()))
             quiet_rounds = quiet_rounds + 1 if not pending and idle else 0
 
     def wait_run(self, run_id: str, *states: State, timeout: float = WAIT_S) -> Run:

@@ -9,11 +9,12 @@ answered with one sentence saying exactly what was wrong instead of a crash.
     /migrate help
     /migrate validate [ref]       ref: branch, tag or commit
     /migrate refresh
-    /migrate deploy [run-id]      no run id = the latest deploy run
+    /migrate deploy [run-id] [now]   no run id = the latest deploy run; now = outside the windows
     /migrate status [run-id]      no run id = the latest run
     /migrate cancel <run-id>
     /migrate triage <run-id>
     /migrate history
+    /migrate windows
     /migrate unblock
 
 Run ids look like ``r-3f9a1c02`` (``r-`` + 8 to 64 lowercase hex digits); the
@@ -48,8 +49,9 @@ HELP: list[tuple[str, str, str]] = [
         "/migrate refresh",
     ),
     (
-        "/migrate deploy [run-id]",
-        "Deploy an approved run to production (default: the latest deploy run).",
+        "/migrate deploy [run-id] [now]",
+        "Deploy an approved run to production (default: the latest deploy run); with deploy windows it runs in "
+        "the next one, and `now` asks for an override outside them, which needs a second approver.",
         f"/migrate deploy {EXAMPLE_RUN_ID}",
     ),
     (
@@ -64,6 +66,11 @@ HELP: list[tuple[str, str, str]] = [
         f"/migrate triage {EXAMPLE_RUN_ID}",
     ),
     ("/migrate history", "List recent runs with their ids, results and who started them.", "/migrate history"),
+    (
+        "/migrate windows",
+        "Show the next deploy windows and, after a week of samples, prod's quietest hours beside them.",
+        "/migrate windows",
+    ),
     (
         "/migrate unblock",
         "List sessions idle in transaction on prod for more than 5 minutes; an approver's approval terminates them.",
@@ -92,6 +99,7 @@ _ARITY: dict[str, _Arity] = {
     "cancel": _Arity(1, 1, "run id"),
     "triage": _Arity(1, 1, "run id"),
     "history": _Arity(),
+    "windows": _Arity(),
     "unblock": _Arity(),
 }
 assert set(_ARITY) == set(COMMANDS), "every command in HELP needs an arity, and vice versa"
@@ -117,6 +125,7 @@ class Command:
     args: tuple[str, ...] = ()
     ref: str | None = None
     run_id: str | None = None
+    now: bool = False  # `deploy … now`: outside the deploy windows (an override)
     error: str | None = None
     suggestion: str | None = None
 
@@ -145,6 +154,8 @@ def _parse(text: str | None) -> Command:
     verb, args = _verb(words[0]), tuple(words[1:])
     if verb not in _ARITY:
         return _unknown_verb(words[0], args)
+    if verb == "deploy" and args and args[-1].lower() == "now":
+        return _with_now(_parse(" ".join((verb, *args[:-1]))))
     arity = _ARITY[verb]
     if len(args) > arity.max_args:
         return _invalid(_too_many(verb, arity, args), args=args)
@@ -169,6 +180,13 @@ def _words(text: str | None) -> list[str]:
 def _verb(word: str) -> str:
     """Lower-case ASCII only: Unicode case folding would let look-alikes (``ſtatus``) pass as verbs."""
     return word.lower() if word.isascii() else word
+
+
+def _with_now(command: Command) -> Command:
+    """``deploy [run-id] now``: the same deploy, asked for outside the windows."""
+    if not command.ok:
+        return command
+    return Command(command.name, args=(*command.args, "now"), run_id=command.run_id, now=True)
 
 
 def _with_ref(verb: str, ref: str) -> Command:

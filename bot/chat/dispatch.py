@@ -1,31 +1,36 @@
-"""A parsed command -> the run service. Shared by Slack and the terminal, so both faces behave alike."""
+"""A parsed command -> the runs layer's commands. Shared by Slack and the terminal, so both faces behave alike."""
 
 from __future__ import annotations
 
 from bot.chat import commands as cmd
+from bot.runs.announcer import Reply
+from bot.runs.commands import Commands
 from bot.runs.model import Kind
-from bot.runs.service import Reply, RunService
+from bot.runs.runtime import Runtime
 
 
-def dispatch(service: RunService, command: cmd.Command, user: str, channel: str) -> Reply:
-    """A parsed command -> the run service. Shared by Slack and the terminal."""
+def dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -> Reply:
+    """A parsed command -> one call in ``bot.runs.commands``."""
+    commands = Commands(runtime)
     name = command.name
     if name == "validate":
-        return service.start(Kind.VALIDATE, user, channel, ref=command.ref)
+        return commands.start(Kind.VALIDATE, user, channel, ref=command.ref)
     if name == "refresh":
-        return service.start(Kind.REFRESH, user, channel)
+        return commands.start(Kind.REFRESH, user, channel)
     if name == "unblock":
-        return service.start(Kind.UNBLOCK, user, channel)
+        return commands.start(Kind.UNBLOCK, user, channel)
     if name == "deploy":
-        return service.deploy(command.run_id, user)
+        return commands.deploy(command.run_id, user, now=command.now)
     if name == "status":
-        return service.status(command.run_id)
+        return commands.status(command.run_id)
     if name == "cancel":
-        return service.cancel(command.run_id or "", user)
+        return commands.cancel(command.run_id or "", user)
     if name == "triage":
-        return service.triage(command.run_id or "")
+        return commands.triage(command.run_id or "")
     if name == "history":
-        return service.history()
+        return commands.history()
+    if name == "windows":
+        return commands.windows()
     if name == "help":
         return Reply(True, cmd.help_text())
     return Reply(False, (command.error + "\n\n" if command.error else "") + cmd.help_text(command.suggestion))

@@ -9,6 +9,7 @@ post never fails for size.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot.redact import redact
@@ -161,6 +162,14 @@ def home_view(runs: list[Run]) -> dict[str, Any]:
 
 
 # -- terminal ---------------------------------------------------------------------
+_SLACK_DATE = re.compile(r"<!date\^[^|>]*\|([^>]*)>")
+
+
+def terminal_text(text: str) -> str:
+    """Slack's date tokens (``<!date^…|fallback>``) read as their fallback in a terminal."""
+    return _SLACK_DATE.sub(r"\1", text)
+
+
 def terminal_run(run: Run) -> str:
     line = f"[{run.id}] {run.kind.value}: {run.state.value.replace('_', ' ')}"
     return redact(line + (f" — {run.summary}" if run.summary else ""))

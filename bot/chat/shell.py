@@ -21,8 +21,10 @@ from bot.chat import commands as cmd
 from bot.chat import render
 from bot.chat.dispatch import dispatch
 from bot.redact import redact
+from bot.runs.announcer import Reply
+from bot.runs.commands import Commands
 from bot.runs.model import Run
-from bot.runs.service import Reply, RunService
+from bot.runs.runtime import Runtime
 from bot.workflow import triage as triage_mod
 from bot.workflow.report import Report
 
@@ -43,7 +45,7 @@ class ShellAnnouncer:
     _threads: dict[str, str] = field(default_factory=dict)
 
     def _print(self, text: str) -> None:
-        self.out.write(redact(text) + "\n")
+        self.out.write(redact(render.terminal_text(text)) + "\n")
         self.out.flush()
 
     def run_started(self, run: Run) -> str:
@@ -74,14 +76,14 @@ class ShellAnnouncer:
 
 @dataclass
 class Shell:
-    service: RunService
+    runtime: Runtime
     user: str = "U_ME"
     out: TextIO = sys.stdout
     wait_after_each: bool = True  # the shell waits for runs so the transcript reads in order
 
     def _reply(self, reply: Reply | None) -> Reply | None:
         if reply is not None and reply.text:
-            self.out.write(("" if reply.ok else "✗ ") + redact(reply.text) + "\n")
+            self.out.write(("" if reply.ok else "✗ ") + redact(render.terminal_text(reply.text)) + "\n")
             self.out.flush()
         return reply
 
@@ -96,13 +98,13 @@ class Shell:
             line = line.strip()
         reply = self._handle_as(speaker, line)
         if self.wait_after_each:
-            self.service.executor.wait(timeout=600)
+            self.runtime.executor.wait(timeout=600)
         return reply
 
     def _handle_as(self, user: str, line: str) -> Reply | None:
         if line.startswith("/migrate"):
             text = line[len("/migrate"):]
-            return self._reply(dispatch(self.service, cmd.parse(text), user, CHANNEL))
+            return self._reply(dispatch(self.runtime, cmd.parse(text), user, CHANNEL))
         words = _split(line)
         if not words:
             return self._reply(Reply(False, "I couldn't read that line (unbalanced quotes?). " + SHELL_HELP))
@@ -114,12 +116,12 @@ class Shell:
             self.user = words[1]
             return self._reply(Reply(True, f"You are now {self.user}."))
         if words[0] == "wait":
-            self.service.executor.wait(timeout=600)
+            self.runtime.executor.wait(timeout=600)
             return None
         if words[0] in ("help", "?"):
             return self._reply(Reply(True, SHELL_HELP))
         if words[0] in cmd.COMMANDS:  # `validate` for `/migrate validate`: nobody else is listening here
-            return self._reply(dispatch(self.service, cmd.parse(line), user, CHANNEL))
+            return self._reply(dispatch(self.runtime, cmd.parse(line), user, CHANNEL))
         return self._reply(Reply(False, f"I don't know {words[0]!r}. " + SHELL_HELP))
 
     def _react(self, words: list[str], user: str) -> Reply | None:
@@ -128,11 +130,11 @@ class Shell:
             if words[3] != "as":
                 return self._reply(Reply(False, "Write it as: react :EMOJI: RUN-ID as USER"))
             user = words[4]
-        run = self.service.store.get_run(run_id)
+        run = self.runtime.store.get_run(run_id)
         if run is None:
             return self._reply(Reply(False, f"I can't find a run called {run_id}. `/migrate history` lists recent runs."))
         self.out.write(f"({user} {'reacts' if words[0] == 'react' else 'removes'} :{emoji}: on {run.id})\n")
-        reply = self.service.react(run.channel, run.thread_ts, user, emoji, words[0] == "react")
+        reply = Commands(self.runtime).react(run.channel, run.thread_ts, user, emoji, words[0] == "react")
         if reply is None:  # the service already answered in the thread otherwise
             self._reply(Reply(False, f"That reaction means nothing on {run.id}: nothing there awaits approval."))
         return reply

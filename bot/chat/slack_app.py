@@ -2,7 +2,7 @@
 
 Every listener acknowledges at once and passes the work to the bot's own
 thread pool (bolt has five listener threads; slow runs must never hold
-them). The run service decides; ``SlackAnnouncer`` renders its news into the
+them). The runs layer decides; ``SlackAnnouncer`` renders its news into the
 run's thread: the parent message edited in place, replies for details,
 triage and the uploaded log.
 """
@@ -34,9 +34,10 @@ from bot.chat.guard import looks_like_secret
 from bot.config import Settings
 from bot.redact import redact
 from bot.chat.dispatch import dispatch
+from bot.runs.commands import Commands
 from bot.runs.model import Run
-from bot.runs.service import RunService
-from bot.runs.store import Store
+from bot.runs.runtime import Runtime
+from bot.runs.store import StateStore
 from bot.workflow import triage as triage_mod
 from bot.workflow.report import Report
 
@@ -110,7 +111,7 @@ def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
 class SlackAnnouncer:
     """Renders run news into Slack. Chat hiccups are logged, never raised into the run."""
 
-    def __init__(self, client: WebClient, store: Store) -> None:
+    def __init__(self, client: WebClient, store: StateStore) -> None:
         self.client = client
         self.store = store
 
@@ -202,39 +203,40 @@ def _not_the_unused_token_warning(record: logging.LogRecord) -> bool:
     return "`token` will be unused" not in record.getMessage()
 
 
-def build_app(settings: Settings, service: RunService, client: WebClient, signing_secret: str,
+def build_app(settings: Settings, runtime: Runtime, client: WebClient, signing_secret: str,
               pool: ThreadPoolExecutor) -> App:
     bolt_log = logging.getLogger("slack_bolt.App")
     if _not_the_unused_token_warning not in bolt_log.filters:
         bolt_log.addFilter(_not_the_unused_token_warning)
     app = App(client=client, signing_secret=signing_secret, process_before_response=False)
-    store = service.store
+    store = runtime.store
+    commands = Commands(runtime)
 
     @app.command("/migrate")
     def on_migrate(ack: Callable, command: dict) -> None:
         ack()
-        pool.submit(_answer, service, responder(command["response_url"]), command.get("text", ""),
+        pool.submit(_answer, runtime, responder(command["response_url"]), command.get("text", ""),
                     command["user_id"], command["channel_id"])
 
     @app.event("reaction_added")
     def on_reaction_added(event: dict, body: dict) -> None:
         if store.first_time(body.get("event_id", "")):
-            pool.submit(_react, service, event, True)
+            pool.submit(_react, commands, event, True)
 
     @app.event("reaction_removed")
     def on_reaction_removed(event: dict, body: dict) -> None:
         if store.first_time(body.get("event_id", "")):
-            pool.submit(_react, service, event, False)
+            pool.submit(_react, commands, event, False)
 
     @app.action("approve")
     def on_approve(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        pool.submit(service.approve, action["value"], body["user"]["id"])
+        pool.submit(commands.approve, action["value"], body["user"]["id"])
 
     @app.action("reject")
     def on_reject(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        pool.submit(service.reject, action["value"], body["user"]["id"])
+        pool.submit(commands.reject, action["value"], body["user"]["id"])
 
     @app.event("app_home_opened")
     def on_home_opened(event: dict) -> None:
@@ -252,9 +254,9 @@ def build_app(settings: Settings, service: RunService, client: WebClient, signin
     return app
 
 
-def _answer(service: RunService, respond: Callable, text: str, user: str, channel: str) -> None:
+def _answer(runtime: Runtime, respond: Callable, text: str, user: str, channel: str) -> None:
     try:
-        reply_text = dispatch(service, cmd.parse(text), user, channel).text
+        reply_text = dispatch(runtime, cmd.parse(text), user, channel).text
     except Exception as exc:  # noqa: BLE001 - the user gets a sentence, the log gets the type
         log.error("command %r failed: %s", cmd.parse(text).name, type(exc).__name__)
         reply_text = messages.UNEXPECTED.format(error=type(exc).__name__)
@@ -264,14 +266,14 @@ def _answer(service: RunService, respond: Callable, text: str, user: str, channe
         log.error("could not answer the command: %s", type(exc).__name__)
 
 
-def _react(service: RunService, event: dict, added: bool) -> None:
+def _react(commands: Commands, event: dict, added: bool) -> None:
     item = event.get("item") or {}
     if item.get("type") != "message":
         return
-    service.react(item.get("channel", ""), item.get("ts", ""), event.get("user", ""), event.get("reaction", ""), added)
+    commands.react(item.get("channel", ""), item.get("ts", ""), event.get("user", ""), event.get("reaction", ""), added)
 
 
-def _publish_home(client: WebClient, store: Store, user: str) -> None:
+def _publish_home(client: WebClient, store: StateStore, user: str) -> None:
     try:
         client.views_publish(user_id=user, view=render.home_view(store.runs(limit=20)))
     except SlackApiError as exc:

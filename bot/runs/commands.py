@@ -1,213 +1,95 @@
-"""The run service: start, approve, deploy, cancel — one place for what, who and when.
+"""People's commands -> policy -> lifecycle -> a Reply. No Slack here, and no transitions written directly.
 
-Chat adapters (Slack, the terminal) turn input into calls here and render
-what comes back; they hold no workflow logic. Every transition is persisted
-before it is announced, so a restart loses nothing: ``recover`` turns runs
-left ``running`` into ``interrupted`` and says so in their threads.
+Chat faces (Slack, the terminal) parse text into a command and call one
+function here; what comes back is the immediate answer (ephemeral in
+Slack). Thread news goes out through the announcer as the lifecycle moves
+runs. Decisions about *who* live in ``policy``, about *when* in
+``planning``; this module only strings them together.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from bot import messages
-from bot.config import Settings
-from bot.redact import redact
-from bot.runs import policy
-from bot.runs.executor import Executor
+from bot.runs import execution, planning, policy, traffic, windows
+from bot.runs.announcer import Reply
+from bot.runs.lifecycle import StaleRun
 from bot.runs.model import Approval, Kind, Run, State, can_move, new_run_id
-from bot.runs.store import Store, _now
+from bot.runs.runtime import Runtime
+from bot.runs.store import Lease, StateStore
 from bot.workflow import triage as triage_mod
 from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
-PROGRESS_EVERY_S = 3.0  # chat.update is rate-limited; a live line every few seconds is plenty
 
 
-class StaleRun(Exception):
-    """A transition from an outdated copy of a run: someone else moved it first."""
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
 
-class Announcer(Protocol):
-    """What a chat adapter does with run news. Implementations must not raise for chat hiccups."""
+@dataclass
+class Commands:
+    rt: Runtime
 
-    def run_started(self, run: Run) -> str:
-        """Post the run's parent message; return its ts (the thread)."""
-
-    def run_updated(self, run: Run) -> None:
-        """Edit the parent message in place to show the current state."""
-
-    def say(self, run: Run, text: str) -> str | None:
-        """A short reply in the run's thread; returns its ts when the chat has one."""
-
-    def report(self, run: Run, report: Report) -> None:
-        """Per-check details, triage and the full log, as thread replies."""
-
-    def thread_link(self, run: Run) -> str:
-        """Where a person can open the run's thread (a URL in Slack), or "" when the chat has none."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The immediate answer to a command (ephemeral in Slack, printed in the shell)."""
-
-    ok: bool
-    text: str
-    run: Run | None = None
-
-
-class Workflow(Protocol):
-    def validate(self, settings: Settings, store: Store, run: Run, on_event: Callable) -> Report: ...
-    def refresh(self, settings: Settings, run: Run, on_event: Callable) -> Report: ...
-    def deploy(self, settings: Settings, store: Store, run: Run, on_event: Callable) -> Report: ...
-    def idle_sessions(self, settings: Settings) -> list[dict[str, Any]]: ...
-    def terminate(self, settings: Settings, pids: list[int]) -> Report: ...
-
-
-class RunService:
-    def __init__(self, settings: Settings, store: Store, announcer: Announcer, *, workflow: Workflow,
-                 executor: Executor | None = None, groups: policy.GroupMembers = lambda group: set()) -> None:
-        self.settings = settings
-        self.store = store
-        self.announcer = announcer
-        self.workflow = workflow
-        self.groups = groups
-        self.executor = executor or Executor(on_crash=self._crashed)
-
-    # -- transitions -------------------------------------------------------------
-    def _move(self, run: Run, state: State, **changes: Any) -> Run:
-        """Persist a transition, then announce it; refuse it if the stored run moved on meanwhile."""
-        if not can_move(run.state, state):
-            raise StaleRun(f"{run.id}: {run.state} -> {state} is not a legal transition")
-        moved = replace(run, state=state, **changes)
-        if not self.store.save_run(moved, expect=run.state):
-            stored = self.store.get_run(run.id)
-            raise StaleRun(f"{run.id} is {stored.state if stored else 'gone'}, not {run.state}: not moving it to {state}")
-        self.announcer.run_updated(moved)
-        return moved
-
-    def _crashed(self, run_id: str, exc: BaseException) -> None:
-        if isinstance(exc, StaleRun):  # an outdated thread lost a race; the stored run is the truth
-            log.warning("%s", exc)
-            return
-        run = self.store.get_run(run_id)
-        if run and run.state is State.RUNNING:
-            text = messages.UNEXPECTED.format(error=type(exc).__name__)
-            self._move(run, State.ERROR, summary=redact(text))
-            self.announcer.say(run, text)
-        if run:
-            self.store.unlock_env(run.env, run.id)
-
-    # -- starting runs -----------------------------------------------------------
+    # -- starting runs ---------------------------------------------------------------------------
     def start(self, kind: Kind, user: str, channel: str, ref: str | None = None) -> Reply:
-        """validate / refresh / unblock: check policy, take the environment, hand to the executor."""
-        for decision in (policy.in_channel(self.settings.slack, channel),
-                         policy.may_start(self.settings.policy, user, self.groups)):
+        """validate / refresh (queued for their environment) and unblock (lists at once)."""
+        rt = self.rt
+        for decision in (policy.in_channel(rt.settings.slack, channel),
+                         policy.may_start(rt.settings.policy, user, rt.groups)):
             if not decision.allowed:
                 return Reply(False, decision.reason)
-        run = Run(id=new_run_id(), kind=kind, state=State.REQUESTED, requested_by=user, channel=channel,
-                  ref=ref or "")
-        holder = self.store.start_run(run)  # the lock and the run row together: a rival always finds the holder
-        if holder:
-            return Reply(False, self._busy_text(run.env, holder))
-        ts = self.announcer.run_started(run)
-        run = replace(run, thread_ts=ts)
-        self.store.save_run(run)
-        self.executor.submit(run.id, lambda: self._execute(run.id))
-        return Reply(True, f"Started {run.id}: {kind.value} on {run.env}.", run)
+        run = rt.lifecycle.create(Run(id=new_run_id(), kind=kind, state=State.REQUESTED, requested_by=user,
+                                      channel=channel, ref=ref or ""), opening=True)
+        run = rt.lifecycle.open_thread(run)
+        if kind is Kind.UNBLOCK:
+            rt.executor.submit(run.id, lambda: execution.list_idle(rt, run.id))
+            return Reply(True, messages.STARTED.format(run_id=run.id, kind=kind.value, env=run.env), run)
+        started = execution.dispatch(rt, run.env)
+        if started is not None and started.id == run.id:
+            return Reply(True, messages.STARTED.format(run_id=run.id, kind=kind.value, env=run.env), run)
+        return self._queued(run)
 
-    def _busy_text(self, env: str, holder_id: str) -> str:
-        holder = self.store.get_run(holder_id)
+    def _queued(self, run: Run) -> Reply:
+        rt = self.rt
+        fresh = rt.store.get_run(run.id) or run
+        if fresh.state is not State.REQUESTED:  # it started meanwhile (the holder finished)
+            return Reply(True, messages.STARTED.format(run_id=run.id, kind=run.kind.value, env=run.env), fresh)
+        holder_id = rt.lifecycle.holder(run.env) or "another run"
+        position = execution.position(rt, run)
+        holder = self._holder_text(run.env, holder_id)
+        rt.announcer.say(run, messages.QUEUED_THREAD.format(env=run.env, position=position, holder=holder))
+        return Reply(True, messages.QUEUED.format(run_id=run.id, kind=run.kind.value, env=run.env, position=position,
+                                                  holder=holder), run)
+
+    def _holder_text(self, env: str, holder_id: str) -> str:
+        holder = self.rt.store.get_run(holder_id)
+        if holder is None:
+            return holder_id
+        url = self.rt.announcer.thread_link(holder) if holder.thread_ts else ""
+        where = f" — <{url}|its thread>" if url else ""
+        return f"{holder.id} ({holder.kind.value}, asked by <@{holder.requested_by}>){where}"
+
+    def busy_text(self, env: str, holder_id: str) -> str:
+        holder = self.rt.store.get_run(holder_id)
         if holder is None:
             return messages.ENV_BUSY.format(env=env, holder=holder_id, kind="run", state="unknown", by="?", link="")
-        url = self.announcer.thread_link(holder) if holder.thread_ts else ""
+        url = self.rt.announcer.thread_link(holder) if holder.thread_ts else ""
         link = (f" — <{url}|its thread>" if url else f" — its thread is in <#{holder.channel}>" if holder.channel
                 else "")
         return messages.ENV_BUSY.format(env=env, holder=holder.id, kind=holder.kind.value, state=holder.state.value,
                                         by=holder.requested_by, link=link)
 
-    def _execute(self, run_id: str) -> None:
-        run = self.store.get_run(run_id)
-        if run is None or run.state is not State.REQUESTED:
-            return  # cancelled while queued
-        try:
-            if run.kind is Kind.UNBLOCK:
-                self._list_idle(run)
-                return
-            run = self._move(run, State.RUNNING)
-            on_event = self._progress(run)
-            if run.kind is Kind.VALIDATE:
-                report = self.workflow.validate(self.settings, self.store, run, on_event)
-            else:
-                report = self.workflow.refresh(self.settings, run, on_event)
-            self._finish(run, report)
-        finally:
-            self.store.unlock_env(run.env, run.id)
-
-    def _progress(self, run: Run) -> Callable[[str, dict], None]:
-        """Progress events -> the parent message's summary line, at most every few seconds.
-
-        Progress is not a transition, so it is shown, not stored: after a
-        restart the stored state is what counts.
-        """
-        last_shown = [0.0]
-
-        def on_event(kind: str, data: dict) -> None:
-            log.info("%s %s %s", run.id, kind, redact(str(data)))
-            if kind == "lock_retry":  # the one event people must see in the thread: we wait on their locks
-                self.announcer.say(run, _lock_retry_text(data))
-            line = progress_line(kind, data)
-            now = time.monotonic()
-            if line and (kind == "step" or now - last_shown[0] >= PROGRESS_EVERY_S):
-                last_shown[0] = now
-                self.announcer.run_updated(replace(run, summary=line))
-
-        return on_event
-
-    def _finish(self, run: Run, report: Report) -> Run:
-        state = {0: State.PASSED, 1: State.FAILED}.get(report.exit_code, State.ERROR)
-        if run.kind is Kind.DEPLOY and state is State.PASSED:
-            state = State.DEPLOYED
-        run = self._move(run, state, summary=report.summary(), report=report.to_json(),
-                         fingerprint=report.fingerprint or run.fingerprint,
-                         commit=report.facts.get("commit") or run.commit)
-        self.announcer.report(run, report)
-        if run.kind is Kind.VALIDATE and state is State.PASSED:
-            self._offer_deploy(run, report)
-        return run
-
-    def _offer_deploy(self, validation: Run, report: Report) -> None:
-        if not report.facts.get("pending"):
-            self.announcer.say(validation, messages.NOTHING_TO_DEPLOY)
-            return
-        deploy = Run(id=new_run_id(), kind=Kind.DEPLOY, state=State.AWAITING_APPROVAL,
-                     requested_by=validation.requested_by, channel=validation.channel,
-                     thread_ts=validation.thread_ts, fingerprint=report.fingerprint or "",
-                     commit=validation.commit, ref=validation.ref, parent=validation.id,
-                     summary=f"{len(report.facts['pending'])} migration(s) validated by {validation.id}")
-        self.store.save_run(deploy)
-        self.announcer.run_updated(deploy)
-        p = self.settings.policy
-        prompt = self.announcer.say(deploy, messages.DEPLOY_AWAITING.format(
-            run_id=deploy.id, required=p.approvals_required, approvers=messages.who(p.approvers),
-            reaction=self.settings.slack.approve_reaction))
-        self._remember_prompt(deploy, prompt)
-
-    def _remember_prompt(self, run: Run, ts: str | None) -> None:
-        """Reactions on the message that asks for approval count like reactions on the parent."""
-        if ts:
-            self.store.save_run(replace(run, data=dict(run.data, prompt_ts=ts)), expect=run.state)
-
-    # -- approvals ---------------------------------------------------------------
+    # -- approvals -------------------------------------------------------------------------------
     def react(self, channel: str, ts: str, user: str, reaction: str, added: bool) -> Reply | None:
-        """A reaction on a run's parent message; None when it is not ours to count."""
-        run = self.store.run_by_message(channel, ts)
+        """A reaction on a run's message; None when it is not ours to count."""
+        run = self.rt.store.run_by_message(channel, ts)
         if run is None or run.kind not in (Kind.DEPLOY, Kind.UNBLOCK):
             return None
-        slack = self.settings.slack
+        slack = self.rt.settings.slack
         if reaction == slack.approve_reaction:
             return self.approve(run.id, user) if added else self.revoke(run.id, user)
         if reaction == slack.reject_reaction and added:
@@ -215,134 +97,215 @@ class RunService:
         return None
 
     def approve(self, run_id: str, user: str) -> Reply:
-        run = self.store.get_run(run_id)
+        rt = self.rt
+        run = rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
         if run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
             return self._tell(run, messages.APPROVE_WRONG_STATE.format(run_id=run.id, state=run.state.value), False)
-        decision = policy.may_approve(self.settings.policy, user, run, self.groups)
+        decision = policy.may_approve(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return self._tell(run, decision.reason, False)
-        self.store.put_approval(Approval(run.id, user, "approve", run.fingerprint, _now()))
+        rt.store.put_approval(Approval(run.id, user, "approve", run.fingerprint, _now_iso()))
         return self._recount(run, user)
 
     def _recount(self, run: Run, user: str) -> Reply:
-        p = self.settings.policy
-        count = len(policy.counted(p, run, self.store.approvals(run.id), self.groups))
+        rt = self.rt
+        p = rt.settings.policy
+        approvers = planning.counted_approvals(rt, run)
+        count = len(approvers)
         if count < p.approvals_required:
             return self._tell(run, messages.APPROVAL_COUNTED.format(user=user, count=count,
                                                                     required=p.approvals_required), True)
-        if run.state is State.AWAITING_APPROVAL:
-            run = self._move(run, State.SCHEDULED)
         if run.kind is Kind.UNBLOCK:
+            run = rt.lifecycle.move(run, State.SCHEDULED) if run.state is State.AWAITING_APPROVAL else run
             self._tell(run, messages.UNBLOCK_APPROVED.format(user=user), True)
-            self.executor.submit(run.id, lambda: self._terminate(run.id))
+            rt.executor.submit(run.id, lambda: execution.terminate(rt, run.id))
             return Reply(True, messages.UNBLOCK_APPROVED.format(user=user), run)
-        return self._tell(run, messages.APPROVALS_MET.format(count=count, required=p.approvals_required,
-                                                             requester=run.requested_by, run_id=run.id), True)
+        if run.state is State.SCHEDULED:  # already approved: this approval may complete an override
+            if run.data.get("override_asked") and count >= p.approvals_required + 1:
+                return self._override(run, run.data["override_asked"])
+            return self._tell(run, messages.APPROVAL_COUNTED.format(user=user, count=count,
+                                                                    required=p.approvals_required), True)
+        run = rt.lifecycle.move(run, State.SCHEDULED)
+        if rt.calendar.always_open and not rt.calendar.freezes:
+            return self._tell(run, messages.APPROVALS_MET.format(count=count, required=p.approvals_required,
+                                                                 requester=run.requested_by, run_id=run.id), True)
+        text = messages.APPROVALS_MET_PLANNING.format(count=count, required=p.approvals_required,
+                                                      approvers=messages.who(approvers))
+        self._tell(run, text, True)
+        rt.executor.submit(run.id, lambda: planning.plan(rt, run.id))
+        return Reply(True, text, run)
 
     def revoke(self, run_id: str, user: str) -> Reply:
-        run = self.store.get_run(run_id)
+        rt = self.rt
+        run = rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
         if run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
             return self._tell(run, messages.REVOKE_TOO_LATE.format(run_id=run.id), False)
-        if not self.store.revoke_approval(run.id, user):
+        if not rt.store.revoke_approval(run.id, user):
             return Reply(False, "", run)  # a reaction that never counted: nothing to say
-        p = self.settings.policy
-        count = len(policy.counted(p, run, self.store.approvals(run.id), self.groups))
+        p = rt.settings.policy
+        count = len(planning.counted_approvals(rt, run))
         if run.state is State.SCHEDULED and count < p.approvals_required:
-            run = self._move(run, State.AWAITING_APPROVAL)
+            planning.unschedule(rt, run)
+            run = rt.lifecycle.move(run, State.AWAITING_APPROVAL, scheduled_for="",
+                                    data={k: v for k, v in run.data.items() if k not in ("job_id", "waiting_since")})
         return self._tell(run, messages.APPROVAL_REVOKED.format(user=user, count=count,
                                                                 required=p.approvals_required), True)
 
     def reject(self, run_id: str, user: str) -> Reply:
-        run = self.store.get_run(run_id)
+        rt = self.rt
+        run = rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
-        decision = policy.may_approve(self.settings.policy, user, run, self.groups)
+        decision = policy.may_approve(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed or run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
             reason = decision.reason or messages.APPROVE_WRONG_STATE.format(run_id=run.id, state=run.state.value)
             return self._tell(run, reason, False)
-        self.store.put_approval(Approval(run.id, user, "reject", run.fingerprint, _now()))
-        run = self._move(run, State.REJECTED, summary=f"rejected by {user}")
+        rt.store.put_approval(Approval(run.id, user, "reject", run.fingerprint, _now_iso()))
+        planning.unschedule(rt, run)
+        run = rt.lifecycle.move(run, State.REJECTED, summary=f"rejected by {user}")
         return self._tell(run, messages.REJECTED.format(user=user, run_id=run.id), True)
 
     def _tell(self, run: Run, text: str, ok: bool) -> Reply:
-        self.announcer.say(run, text)
+        self.rt.announcer.say(run, text)
         return Reply(ok, text, run)
 
-    # -- deploying ---------------------------------------------------------------
-    def deploy(self, run_id: str | None, user: str) -> Reply:
-        run = self.store.get_run(run_id) if run_id else self.store.latest_run(Kind.DEPLOY)
-        if run is None or run.kind is not Kind.DEPLOY:
+    # -- deploying -------------------------------------------------------------------------------
+    def deploy(self, run_id: str | None, user: str, *, now: bool = False) -> Reply:
+        rt = self.rt
+        run = rt.store.get_run(run_id) if run_id else rt.store.latest_run(Kind.DEPLOY)
+        if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id or "(latest deploy)"))
-        decision = policy.may_deploy(self.settings.policy, user, run, self.groups)
+        if run.kind is not Kind.DEPLOY:
+            return Reply(False, self._not_a_deploy(run), run)
+        decision = policy.may_deploy(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return Reply(False, decision.reason, run)
-        if run.state is not State.SCHEDULED:
-            p = self.settings.policy
-            return Reply(False, messages.NOT_APPROVED.format(run_id=run.id, state=run.state.value,
-                                                             required=p.approvals_required,
-                                                             approvers=messages.who(p.approvers)), run)
-        holder = self.store.lock_env("prod", run.id)
-        if holder:
-            return Reply(False, self._busy_text("prod", holder), run)
-        run = self._move(run, State.RUNNING)
-        self.executor.submit(run.id, lambda: self._run_deploy(run.id))
-        return Reply(True, f"Deploying {run.id} to prod.", run)
+        refusal = self._deploy_state_refusal(run)
+        if refusal:
+            return Reply(False, refusal, run)
+        if now:
+            return self._ask_override(run, user)
+        cal, moment = rt.calendar, rt.now()
+        if cal.always_open:
+            freeze = windows.active_freeze(cal, moment)
+            if freeze is not None:
+                return Reply(False, messages.DEPLOY_FROZEN.format(until=windows.slack_date(freeze.end),
+                                                                  freeze=freeze.text, run_id=run.id), run)
+            return self._start_deploy(run)
+        if run.data.get("unschedulable"):
+            return Reply(False, messages.DEPLOY_NO_WINDOW_FITS.format(run_id=run.id), run)
+        fired = planning.fire(rt, run.id, manual=True)
+        if fired is not None and fired.action == "go":
+            return Reply(True, messages.DEPLOYING.format(run_id=run.id), rt.store.get_run(run.id))
+        fresh = rt.store.get_run(run.id) or run
+        if fresh.scheduled_for and fresh.state is State.SCHEDULED:
+            when = windows.slack_date(datetime.fromisoformat(fresh.scheduled_for))
+            return Reply(False, messages.DEPLOY_WAITS_FOR_WINDOW.format(run_id=run.id, when=when), fresh)
+        return Reply(False, fired.text if fired else messages.DEPLOY_OVER.format(run_id=run.id,
+                                                                                 state=fresh.state.value), fresh)
 
-    def _run_deploy(self, run_id: str) -> None:
-        run = self.store.get_run(run_id)
-        if run is None:
-            return
-        try:
-            report = self.workflow.deploy(self.settings, self.store, run, self._progress(run))
-            self._finish(run, report)
-        finally:
-            self.store.unlock_env("prod", run.id)
+    def _not_a_deploy(self, run: Run) -> str:
+        offered = [r for r in self.rt.store.runs(kinds=[Kind.DEPLOY], limit=200) if r.parent == run.id]
+        what = (messages.NOT_A_DEPLOY_OFFERED.format(deploy=offered[0].id) if offered
+                else messages.NOT_A_DEPLOY_NONE)
+        return messages.NOT_A_DEPLOY.format(run_id=run.id, kind=run.kind.value, what=what)
 
-    # -- unblock -----------------------------------------------------------------
-    def _list_idle(self, run: Run) -> None:
-        sessions = self.workflow.idle_sessions(self.settings)
-        minutes = self.settings.gate.idle_in_transaction_minutes
-        if not sessions:
-            run = self._move(run, State.RUNNING)
-            self._move(run, State.PASSED, summary=messages.NO_IDLE_SESSIONS.format(minutes=minutes))
-            self.announcer.say(run, messages.NO_IDLE_SESSIONS.format(minutes=minutes))
-            return
-        lines = [f"pid {s['pid']} ({s['application'] or s['user']}, idle {s['idle_seconds']}s)" for s in sessions]
-        run = self._move(run, State.AWAITING_APPROVAL, data={"pids": [s["pid"] for s in sessions]},
-                         summary=f"{len(sessions)} idle-in-transaction session(s) to terminate")
-        p = self.settings.policy
-        prompt = self.announcer.say(run, "Sessions idle in transaction on prod:\n" + "\n".join(lines) +
-                                    f"\nAn approver ({messages.who(p.approvers)}) must react "
-                                    f":{self.settings.slack.approve_reaction}: on this message to terminate them.")
-        self._remember_prompt(run, prompt)
+    def _deploy_state_refusal(self, run: Run) -> str:
+        p = self.rt.settings.policy
+        if run.state is State.SCHEDULED:
+            return ""
+        if run.state is State.AWAITING_APPROVAL:
+            return messages.NOT_APPROVED.format(run_id=run.id, state=run.state.value, required=p.approvals_required,
+                                                approvers=messages.who(p.approvers))
+        if run.state is State.DEPLOYED:
+            return messages.DEPLOY_DONE_ALREADY.format(run_id=run.id)
+        if run.state is State.RUNNING:
+            return messages.DEPLOY_IN_PROGRESS.format(run_id=run.id)
+        return messages.DEPLOY_OVER.format(run_id=run.id, state=run.state.value)
 
-    def _terminate(self, run_id: str) -> None:
-        run = self.store.get_run(run_id)
-        if run is None or run.state is not State.SCHEDULED:
-            return
-        run = self._move(run, State.RUNNING)
-        report = self.workflow.terminate(self.settings, list(run.data.get("pids", [])))
-        self._finish(run, report)
+    def _start_deploy(self, run: Run) -> Reply:
+        started = execution.start_deploy(self.rt, run)
+        if isinstance(started, Lease):
+            return Reply(False, self.busy_text("prod", started.run_id), run)
+        return Reply(True, messages.DEPLOYING.format(run_id=run.id), started)
 
-    # -- reading -----------------------------------------------------------------
+    def _ask_override(self, run: Run, user: str) -> Reply:
+        """`deploy <run> now`: outside the windows, with one approver more than a normal deploy."""
+        rt = self.rt
+        cal = rt.calendar
+        if cal.always_open and windows.active_freeze(cal, rt.now()) is None:
+            return Reply(False, messages.OVERRIDE_NOT_NEEDED.format(run_id=run.id), run)
+        p = rt.settings.policy
+        count = len(planning.counted_approvals(rt, run))
+        if count >= p.approvals_required + 1:
+            return self._override(run, user)
+        run = rt.lifecycle.update(run, data=dict(run.data, override_asked=user))
+        text = messages.OVERRIDE_ASKED.format(user=user, run_id=run.id, needed=p.approvals_required + 1, count=count,
+                                              approvers=messages.who(p.approvers),
+                                              reaction=rt.settings.slack.approve_reaction)
+        prompt = rt.announcer.say(run, text)
+        if prompt:
+            run = rt.lifecycle.update(run, data=dict(run.data, override_prompt_ts=prompt))
+        return Reply(True, text, run)
+
+    def _override(self, run: Run, asked_by: str) -> Reply:
+        rt = self.rt
+        approvers = planning.counted_approvals(rt, run)
+        record = {"asked_by": asked_by, "approved_by": approvers, "at": _now_iso()}
+        run = rt.lifecycle.update(run, data=dict(run.data, override=record))
+        planning.unschedule(rt, run)
+        started = execution.start_deploy(rt, run)
+        if isinstance(started, Lease):
+            return Reply(False, self.busy_text("prod", started.run_id), run)
+        text = messages.FIRE_GO_OVERRIDE.format(approvers=messages.who(approvers))
+        log.warning("deploy %s overrides the deploy windows: asked by %s, approved by %s", run.id, asked_by,
+                    ", ".join(approvers))
+        self._tell(started, text, True)
+        return Reply(True, text, started)
+
+    # -- reading ---------------------------------------------------------------------------------
     def status(self, run_id: str | None) -> Reply:
-        run = self.store.get_run(run_id) if run_id else (self.store.runs(limit=1) or [None])[0]
-        if run is None:
-            return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id)) if run_id else Reply(True, messages.NO_RUNS)
-        return Reply(True, describe(run), run)
+        rt = self.rt
+        if run_id:
+            run = rt.store.get_run(run_id)
+            if run is None:
+                return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
+            return Reply(True, describe(run), run)
+        latest = (rt.store.runs(limit=1) or [None])[0]
+        if latest is None:
+            return Reply(True, messages.NO_RUNS)
+        lines = [describe(latest)] + self._queue_lines() + self._schedule_lines()
+        return Reply(True, "\n".join(lines), latest)
+
+    def _queue_lines(self) -> list[str]:
+        lines = []
+        for env in ("staging", "prod"):
+            waiting = self.rt.store.queue(env)
+            if waiting:
+                holder = self.rt.lifecycle.holder(env)
+                lines.append(f"Queue for {env} (busy with {holder or 'nobody'}): "
+                             + ", ".join(f"{i}. {r.id} {r.kind.value} by <@{r.requested_by}>"
+                                         for i, r in enumerate(waiting, 1)))
+        return lines
+
+    def _schedule_lines(self) -> list[str]:
+        scheduled = self.rt.store.runs(states=[State.SCHEDULED], kinds=[Kind.DEPLOY], limit=50)
+        return ([f"Scheduled: " + "; ".join(f"{r.id} {planning.describe_schedule(r)}" for r in
+                                           sorted(scheduled, key=lambda r: r.scheduled_for or "~"))]
+                if scheduled else [])
 
     def history(self, limit: int = 10) -> Reply:
-        runs = self.store.runs(limit=limit)
+        runs = self.rt.store.runs(limit=limit)
         if not runs:
             return Reply(True, messages.NO_RUNS)
         return Reply(True, "\n".join(describe(r) for r in runs))
 
     def triage(self, run_id: str) -> Reply:
-        run = self.store.get_run(run_id)
+        run = self.rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
         checks = Report.from_json(run.report).checks if run.report else []
@@ -351,56 +314,62 @@ class RunService:
             return Reply(True, messages.NOTHING_TO_TRIAGE.format(run_id=run.id), run)
         return Reply(True, triage_mod.render_text(findings), run)
 
+    def windows(self) -> Reply:
+        """The next openings, and (after a week of samples) whether they are really the quiet hours."""
+        return Reply(True, "\n".join(windows_lines(self.rt.calendar, self.rt.store, self.rt.now())))
+
     def cancel(self, run_id: str, user: str) -> Reply:
-        run = self.store.get_run(run_id)
+        rt = self.rt
+        run = rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
-        decision = policy.may_cancel(self.settings.policy, user, run, self.groups)
+        decision = policy.may_cancel(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return Reply(False, decision.reason, run)
         if not can_move(run.state, State.CANCELLED):
             return Reply(False, messages.CANNOT_CANCEL.format(run_id=run.id, state=run.state.value), run)
-        run = self._move(run, State.CANCELLED, summary=f"cancelled by {user}")
-        self.store.unlock_env(run.env, run.id)
+        planning.unschedule(rt, run)
+        try:
+            run = rt.lifecycle.move(run, State.CANCELLED, summary=f"cancelled by {user}", scheduled_for="")
+        except StaleRun:
+            fresh = rt.store.get_run(run.id) or run
+            return Reply(False, messages.CANNOT_CANCEL.format(run_id=run.id, state=fresh.state.value), fresh)
         return self._tell(run, messages.CANCELLED.format(user=user, run_id=run.id), True)
 
-    # -- start-up ----------------------------------------------------------------
-    def recover(self) -> list[Run]:
-        """Runs left running by a previous process become interrupted; queued ones run again."""
-        touched = []
-        for run in self.store.runs(states=[State.RUNNING], limit=1000):
-            run = self._move(run, State.INTERRUPTED, summary="interrupted by a restart")
-            self.store.unlock_env(run.env, run.id)
-            self.announcer.say(run, messages.INTERRUPTED.format(run_id=run.id))
-            touched.append(run)
-        for run in self.store.runs(states=[State.REQUESTED], limit=1000):
-            self.store.lock_env(run.env, run.id)
-            self.executor.submit(run.id, lambda run_id=run.id: self._execute(run_id))
-            touched.append(run)
-        return touched
+
+def windows_lines(cal: windows.Calendar, store: StateStore, now: datetime) -> list[str]:
+    """What `/migrate windows` and `migrate-bot windows` show: the next openings, then the quiet hours."""
+    lines: list[str] = []
+    freeze = windows.active_freeze(cal, now)
+    if freeze is not None:
+        lines.append(f"Frozen now: {freeze.text} (until {windows.slack_date(freeze.end)}).")
+    current = windows.current_opening(cal, now)
+    if cal.always_open and not cal.freezes:
+        lines.append("No deploy windows are configured (`deploy.windows`): approved deploys run on command.")
+    else:
+        if current is not None:
+            lines.append(f"Open now, until {windows.slack_date(current.end)}.")
+        lines.append("Next deploy windows:")
+        lines += [f"• {windows.describe(o)}" for o in windows.next_openings(cal, now, 3)]
+    samples = traffic_samples(store)
+    if traffic.has_a_week(samples):
+        lines += traffic.render(traffic.quietest_hours(samples, cal.tz), traffic.window_traffic(samples, cal),
+                                tz=cal.tz, span=traffic.sampled_span(samples))
+    else:
+        days = traffic.sampled_span(samples).total_seconds() / 86400
+        lines.append(f"Quiet hours: shown after a week of hourly traffic samples ({days:.1f} days so far).")
+    return lines
 
 
-def _lock_retry_text(data: dict) -> str:
-    return (f"{data.get('migration')}: lock not available on {data.get('table') or 'a table'}, "
-            f"retry {data.get('attempt')} in {data.get('wait_s', 0):.1f}s")
-
-
-def progress_line(kind: str, data: dict) -> str:
-    """One line for the parent message while a run works (pure)."""
-    if kind == "step":
-        where = f" on {data['env']}" if data.get("env") else ""
-        count = f" ({data['count']} migration(s))" if data.get("count") else ""
-        return f"now: {data.get('step', 'working')}{where}{count}"
-    if kind == "migration_finished":
-        return f"now: {data.get('migration')} {'applied' if data.get('ok') else 'failed'} in {data.get('seconds', 0):.1f}s"
-    if kind == "refresh_progress":
-        return "now: refreshing staging — " + ", ".join(f"{k} {v}" for k, v in data.items() if k != "phase")
-    return ""
+def traffic_samples(store: StateStore) -> list[traffic.Sample]:
+    return [traffic.Sample(datetime.fromisoformat(s.taken_at), int(s.data.get("xact", 0)), int(s.data.get("active", 0)))
+            for s in store.samples(traffic.SERIES, "prod")]
 
 
 def describe(run: Run) -> str:
     parts = [f"{run.id} {run.kind.value} — {run.state.value}", *run.facts()]
+    if run.state is State.SCHEDULED and run.kind is Kind.DEPLOY:
+        parts.append(planning.describe_schedule(run))
     if run.summary:
         parts.append(run.summary)
     return " · ".join(parts)
-

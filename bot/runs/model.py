@@ -1,11 +1,14 @@
 """Runs and approvals as plain data, and the lifecycle they move through.
 
-validate / refresh:  requested -> running -> passed | failed | error
+validate / refresh:  requested (queued) -> running -> passed | failed | error
 deploy:              awaiting_approval -> scheduled -> running -> deployed | failed | interrupted
 unblock:             awaiting_approval -> scheduled -> running -> passed | failed | error
 any state before running can become cancelled; running becomes interrupted
-when the bot restarts under it. Transitions outside this table are refused,
-so a bug can never, say, deploy a cancelled run.
+when the process running it died (its lease lapsed). A deploy whose window
+closed mid-run goes from running back to scheduled, for the migrations left.
+``scheduled`` carries a time (``scheduled_for``) when deploy windows are
+configured. Transitions outside this table are refused, so a bug can never,
+say, deploy a cancelled run.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ TRANSITIONS: dict[State, set[State]] = {
     State.REQUESTED: {State.RUNNING, State.CANCELLED, State.INTERRUPTED, State.AWAITING_APPROVAL},
     State.AWAITING_APPROVAL: {State.SCHEDULED, State.CANCELLED, State.REJECTED},
     State.SCHEDULED: {State.RUNNING, State.CANCELLED, State.AWAITING_APPROVAL},
-    State.RUNNING: {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED},
+    State.RUNNING: {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED, State.SCHEDULED},
 }
 
 ENVIRONMENT = {Kind.VALIDATE: "staging", Kind.REFRESH: "staging", Kind.DEPLOY: "prod", Kind.UNBLOCK: "prod"}
+QUEUED = (Kind.VALIDATE, Kind.REFRESH)  # requested runs of these kinds wait their turn for their environment
 
 
 def new_run_id() -> str:
@@ -76,7 +80,9 @@ class Run:
     report: str = ""  # the step's Report as JSON
     created_at: str = ""
     updated_at: str = ""
-    data: dict[str, Any] = field(default_factory=dict)  # kind-specific (unblock pids, …)
+    scheduled_for: str = ""  # ISO-8601 UTC: when a scheduled deploy fires ("" = on command)
+    owner: str = ""  # the process executing it (while running); its lease says whether it lives
+    data: dict[str, Any] = field(default_factory=dict)  # kind-specific (unblock pids, estimate, override, …)
 
     @property
     def env(self) -> str:

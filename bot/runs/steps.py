@@ -1,24 +1,30 @@
-"""The workflow as the run service calls it: one function per run kind.
+"""The workflow as the runs layer calls it: one method per thing a run does.
 
 This is where a run's context (its git ref or commit, its fingerprint, who
-asked) becomes the workflow's options. The service depends on this shape
-only, so tests and the shell use the real workflow without any Slack.
+asked, its window's end) becomes the workflow's options. The runtime
+depends on this shape only (``runtime.Workflow``), so tests and the shell use
+the real workflow without any Slack.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from bot import messages
 from bot.config import Settings
 from bot.errors import MigrateBotError
+from bot.migrations import apply as applier_mod
 from bot.migrations import gitsource
-from bot.migrations.source import Migration, discover
+from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.runs.model import Run
-from bot.runs.store import Store
-from bot.workflow import checks, deploy, validate
-from bot.workflow.report import Report, run_step
+from bot.runs.store import StateStore
+from bot.workflow import activity, checks, deploy, estimate, validate
+from bot.workflow.report import Report, Status, run_step
+from bot.workflow.schemactx import touched_tables
 from bot.workflow.targets import database_url
 
 
@@ -39,10 +45,23 @@ def _failed(step: str, exc: MigrateBotError) -> Report:
     return run_step(step, fail)
 
 
-class Steps:
-    """The real workflow behind the run service."""
+@dataclass(frozen=True)
+class Preflight:
+    """What only prod can say right before a scheduled deploy starts: "" = fine."""
 
-    def validate(self, settings: Settings, store: Store, run: Run, on_event: Callable) -> Report:
+    fingerprint_problem: str
+    busy: str
+
+
+def expected_pending(run: Run) -> str:
+    """The fingerprint prod's pending set must have now: the approved set, or what a closing window left of it."""
+    return str(run.data.get("expect_pending") or run.fingerprint)
+
+
+class Steps:
+    """The real workflow behind the runs layer."""
+
+    def validate(self, settings: Settings, store: StateStore, run: Run, on_event: Callable) -> Report:
         try:
             migrations, commit = migrations_for(settings, run.ref or None, None)
         except MigrateBotError as exc:
@@ -58,14 +77,16 @@ class Steps:
 
         return refresh.run(settings, refresh.RefreshOptions(on_event=on_event))
 
-    def deploy(self, settings: Settings, store: Store, run: Run, on_event: Callable) -> Report:
+    def deploy(self, settings: Settings, store: StateStore, run: Run, on_event: Callable,
+               deadline: datetime | None = None) -> Report:
         try:
             migrations, _ = migrations_for(settings, None, run.commit or None)
         except MigrateBotError as exc:
             return _failed("deploy", exc)
         options = deploy.DeployOptions(env_flag=True, run_id=run.id, requested_by=run.requested_by,
-                                       migrations=migrations, expected_fingerprint=run.fingerprint,
-                                       on_event=on_event)
+                                       migrations=migrations, expected_fingerprint=expected_pending(run),
+                                       validated_fingerprint=run.fingerprint, on_event=on_event,
+                                       deadline=deadline, on_deadline=settings.deploy.on_window_close)
         return deploy.run(settings, store, options)
 
     def idle_sessions(self, settings: Settings) -> list[dict[str, Any]]:
@@ -87,3 +108,37 @@ class Steps:
                       + (f"; {len(gone)} had already finished or were no longer idle" if gone else ""))
         return report.finish()
 
+    def estimate(self, settings: Settings, store: StateStore, run: Run) -> estimate.Estimate:
+        """How long the deploy will take: the validation's staging timings scaled to prod's table sizes."""
+        found = store.passing_validation(run.fingerprint)
+        report = Report.from_json(found["report"]) if found else Report(step="validate")
+        margin = settings.deploy.estimate_margin
+        try:
+            migrations, _ = migrations_for(settings, None, run.commit or None)
+            with connection(database_url(settings, "prod"), env="prod") as prod, \
+                    connection(database_url(settings, "staging"), env="staging") as staging:
+                pending = applier_mod.plan(migrations, applier_mod.read_history(prod)).pending
+                return estimate.measure(prod, staging, pending, report, margin=margin)
+        except MigrateBotError:  # sizes unknown: the staging timings alone, unscaled, still say something
+            timings = estimate.staging_seconds(report)
+            return estimate.estimate(timings, {label: 1.0 for label in timings}, margin=margin)
+
+    def preflight(self, settings: Settings, run: Run) -> Preflight:
+        """Right before a scheduled deploy: is prod's pending set still the approved one, and is prod quiet?"""
+        try:
+            migrations, _ = migrations_for(settings, None, run.commit or None)
+            with connection(database_url(settings, "prod"), env="prod") as prod:
+                pending = applier_mod.plan(migrations, applier_mod.read_history(prod)).pending
+                now = set_fingerprint(pending)
+                d = settings.deploy
+                quiet = checks.quiet_enough(prod, touched_tables(pending), max_active=d.max_active_sessions,
+                                            max_idle_in_tx=d.max_idle_in_transaction)
+        except MigrateBotError as exc:
+            return Preflight("", messages.FIRE_PROD_UNREACHABLE.format(error=exc))
+        problem = "" if now == expected_pending(run) else messages.FIRE_SET_CHANGED.format(
+            now=now[:12], approved=expected_pending(run)[:12])
+        return Preflight(problem, "" if quiet.status is Status.PASSED else quiet.message)
+
+    def traffic(self, settings: Settings) -> dict[str, int]:
+        with connection(database_url(settings, "prod"), env="prod") as prod:
+            return activity.sample(prod)

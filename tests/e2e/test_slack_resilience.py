@@ -106,28 +106,45 @@ def permalink(holder) -> str:
     return f"https://test.slack.com/archives/{holder.channel}/p{holder.thread_ts.replace('.', '')}"
 
 
-def busy_sentences(holder) -> set[str]:
-    """ENV_BUSY as it may truthfully read: before or after the holder's thread exists and it starts running."""
-    links = ("", f" — its thread is in <#{holder.channel}>", f" — <{permalink(holder)}|its thread>")
-    return {messages.ENV_BUSY.format(env="staging", holder=holder.id, kind=holder.kind.value, state=state,
-                                     by=holder.requested_by, link=link)
-            for state in ("requested", "running") for link in links}
+def queued_sentences(queued_id: str, holder) -> set[str]:
+    """QUEUED as it may truthfully read: before or after the holder's thread exists."""
+    where = ("", f" — <{permalink(holder)}|its thread>") if holder.thread_ts else ("",)
+    return {messages.QUEUED.format(run_id=queued_id, kind="validate", env="staging", position=1,
+                                   holder=f"{holder.id} (validate, asked by <@{holder.requested_by}>){link}")
+            for link in where}
 
 
-def test_busy_reply_links_to_the_holders_thread(slack_bot: BotDriver) -> None:
+def test_a_second_validation_is_queued_with_a_link_to_the_holders_thread(slack_bot: BotDriver) -> None:
     slack_bot.dbs.both(USERS_AND_ORDERS)
     slack_bot.write_migrations({"0001_slowish.sql": "CREATE TABLE slowish (id bigint PRIMARY KEY);\n"
                                                     "SELECT pg_sleep(2);\n"})
     holder_id = slack_bot.reply(slack_bot.command("validate", user=REQUESTER)).split()[1].rstrip(":")
     holder = slack_bot.wait_run(holder_id, State.RUNNING)
     reply = slack_bot.reply(slack_bot.command("validate", user=OTHER))
-    assert reply == messages.ENV_BUSY.format(env="staging", holder=holder.id, kind="validate", state="running",
-                                             by=REQUESTER, link=f" — <{permalink(holder)}|its thread>")
+    queued_id = reply.split()[1].rstrip(":")
+    assert reply == messages.QUEUED.format(run_id=queued_id, kind="validate", env="staging", position=1,
+                                           holder=f"{holder.id} (validate, asked by <@{REQUESTER}>) — "
+                                                  f"<{permalink(holder)}|its thread>")
     (call,) = slack_bot.emulator.calls("chat.getPermalink")
     assert call.ok and call.args["message_ts"] == holder.thread_ts
 
 
-def test_two_validations_racing_for_staging_exactly_one_starts(slack_bot: BotDriver) -> None:
+def test_a_queued_validation_runs_when_staging_frees_and_its_thread_says_so(slack_bot: BotDriver) -> None:
+    slack_bot.dbs.both(USERS_AND_ORDERS)
+    slack_bot.write_migrations({"0001_slowish.sql": "CREATE TABLE slowish (id bigint PRIMARY KEY);\n"
+                                                    "SELECT pg_sleep(1);\n"})
+    holder_id = slack_bot.reply(slack_bot.command("validate", user=REQUESTER)).split()[1].rstrip(":")
+    slack_bot.wait_run(holder_id, State.RUNNING)
+    queued_id = slack_bot.reply(slack_bot.command("validate", user=OTHER)).split()[1].rstrip(":")
+    queued = slack_bot.wait_run(queued_id, State.PASSED, State.FAILED)
+    holder = slack_bot.store.get_run(holder_id)
+    assert holder.state is State.PASSED and holder.updated_at <= queued.updated_at
+    assert queued.state is State.FAILED  # it ran on a staging that now has the set: the gate says refresh first
+    texts = slack_bot.thread_texts(queued.thread_ts)
+    assert texts[0].startswith("Waiting for staging: number 1 in line, behind " + holder_id)
+
+
+def test_two_validations_racing_for_staging_one_starts_and_one_queues(slack_bot: BotDriver) -> None:
     slack_bot.dbs.both(USERS_AND_ORDERS)
     slack_bot.write_migrations({"0001_slowish.sql": "CREATE TABLE slowish (id bigint PRIMARY KEY);\n"
                                                     "SELECT pg_sleep(1);\n"})
@@ -135,20 +152,26 @@ def test_two_validations_racing_for_staging_exactly_one_starts(slack_bot: BotDri
     replies = {user: slack_bot.reply(s) for user, s in sent.items()}
     (winner,) = [user for user, text in replies.items() if text.startswith("Started ")]
     (loser,) = set(replies) - {winner}
-    (holder,) = slack_bot.store.runs()
-    assert (holder.kind, holder.requested_by) == (Kind.VALIDATE, winner)
-    assert replies[winner] == f"Started {holder.id}: validate on staging."
-    assert replies[loser].startswith(f"staging is busy with {holder.id} (")
-    assert replies[loser].endswith(f"Wait for it to finish, or cancel it with `/migrate cancel {holder.id}`.")
+    runs = {r.requested_by: r for r in slack_bot.store.runs(kinds=[Kind.VALIDATE])}
+    assert replies[winner] == f"Started {runs[winner].id}: validate on staging."
+    assert replies[loser] in queued_sentences(runs[loser].id, runs[winner])
     (call,) = [c for c in slack_bot.emulator.calls("response_url") if c.args["response_id"] == sent[loser].response_id]
     assert call.args["response_type"] == "ephemeral"
+    slack_bot.wait_idle()
+    assert slack_bot.store.get_run(runs[winner].id).state is State.PASSED
+    # the queued one ran afterwards, on a staging that now has the set: the gate says refresh first
+    assert slack_bot.store.get_run(runs[loser].id).state is State.FAILED
 
 
-def test_busy_reply_names_the_holder_while_its_thread_is_still_being_posted(slack_bot: BotDriver) -> None:
-    """A rival arriving between the first run taking staging and its thread existing still learns who holds it."""
+def test_a_run_whose_thread_is_still_being_posted_never_starts_without_it(slack_bot: BotDriver) -> None:
+    """The first request's parent message is slow: the second starts first, and the first queues behind it.
+
+    A run must never start (and report) into a thread that does not exist
+    yet, so the queue passes over a run whose parent is still being posted.
+    """
     slack_bot.dbs.both(USERS_AND_ORDERS)
     slack_bot.write_migrations(ONE_TABLE)
-    announcer = slack_bot.service.announcer
+    announcer = slack_bot.runtime.announcer
     run_started = announcer.run_started
     posting, go_on = threading.Event(), threading.Event()
 
@@ -164,13 +187,19 @@ def test_busy_reply_names_the_holder_while_its_thread_is_still_being_posted(slac
     second = slack_bot.command("validate", user=OTHER)
     try:
         replies = {OTHER: slack_bot.reply(second)}
+        runs = {r.requested_by: r for r in slack_bot.store.runs(kinds=[Kind.VALIDATE])}
+        assert slack_bot.store.get_run(runs[REQUESTER].id).state is State.REQUESTED
     finally:
         go_on.set()
     replies[REQUESTER] = slack_bot.reply(first)
     slack_bot.wait_idle()
-    assert replies[REQUESTER].startswith("Started ")
-    holder = slack_bot.store.get_run(replies[REQUESTER].split()[1].rstrip(":"))
-    assert replies[OTHER] in busy_sentences(holder)
+    runs = {r.requested_by: slack_bot.store.get_run(r.id) for r in slack_bot.store.runs(kinds=[Kind.VALIDATE])}
+    assert replies[OTHER] == f"Started {runs[OTHER].id}: validate on staging."
+    assert replies[REQUESTER] in queued_sentences(runs[REQUESTER].id, runs[OTHER]) | {
+        f"Started {runs[REQUESTER].id}: validate on staging."}  # the other may have finished meanwhile
+    assert (runs[OTHER].state, runs[REQUESTER].state) == (State.PASSED, State.FAILED)  # second: refresh first
+    for run in runs.values():  # each reported into its own thread
+        assert slack_bot.thread_texts(run.thread_ts), run.id
 
 
 # -- the bot restarts under a running validation --------------------------------------------
@@ -202,7 +231,7 @@ def test_restart_marks_the_running_validation_interrupted_in_its_thread(slack_bo
 def test_restart_releases_staging_for_the_next_validation(slack_bot: BotDriver) -> None:
     run_id = running_slow_validation(slack_bot)
     slack_bot.restart()
-    assert slack_bot.store.env_holder("staging") is None
+    assert slack_bot.runtime.lifecycle.holder("staging") is None
     slack_bot.write_migrations(ONE_TABLE)
     again = slack_bot.validate()
     assert again.id != run_id
@@ -224,3 +253,4 @@ def test_endpoint_listen_backlog_absorbs_a_burst_of_slack_requests(slack_bot: Bo
     """
     server = slack_bot.bot.server
     assert server is not None and server.request_queue_size >= 128
+

@@ -16,7 +16,7 @@ from bot.devcluster import free_port
 from bot.chat import render
 from bot.errors import ConfigError, ConnectionFailed
 from bot.runs.model import Kind, State
-from bot.runs.store import Store
+from bot.runs.store.sqlite import SqliteStore
 from tests.fix_bot import USERS_AND_ORDERS, bot_toml, wait_until
 from tests.fix_pg import write_migrations
 from tests.fix_slack import APP_TOKEN, BOT_TOKEN, DEPLOYS, REQUESTER, SIGNING_SECRET
@@ -97,7 +97,7 @@ class _Serving:
         body = slash_command_body("/migrate", "validate", user_id=REQUESTER, channel_id=DEPLOYS,
                                   response_url=emulator.response_url("drain"))
         assert post_to_bot(url, body, signed_request(SIGNING_SECRET, body))[0] == 200
-        self.store = Store(workdir / "state.db")
+        self.store = SqliteStore(workdir / "state.db")
         wait_until(lambda: self.store.runs(states=[State.RUNNING]), "the validation to start running")
 
     def close(self) -> None:

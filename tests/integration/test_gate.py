@@ -8,7 +8,7 @@ import threading
 from bot import config
 from bot.migrations import apply
 from bot.migrations.source import discover
-from bot.runs.store import Store
+from bot.runs.store.sqlite import SqliteStore
 from bot.workflow import deploy, triage, validate
 from bot.workflow.report import Status
 from tests.fix_pg import Databases
@@ -32,13 +32,13 @@ def statuses(report) -> dict[str, Status]:
 
 def run_validate(s=None, **kw):
     s = s or settings()
-    return validate.run(s, Store(s.state.path), validate.GateOptions(**kw))
+    return validate.run(s, SqliteStore(s.state.path), validate.GateOptions(**kw))
 
 
 def run_deploy(s=None, **kw):
     s = s or settings()
     kw.setdefault("env_flag", True)
-    return deploy.run(s, Store(s.state.path), deploy.DeployOptions(**kw))
+    return deploy.run(s, SqliteStore(s.state.path), deploy.DeployOptions(**kw))
 
 
 def test_passing_gate_records_its_fingerprint(bot_env: Databases, make_migrations) -> None:
@@ -52,7 +52,7 @@ def test_passing_gate_records_its_fingerprint(bot_env: Databases, make_migration
     assert statuses(report)["migration.0001_orders"] is Status.PASSED
     assert statuses(report)["migration.0002_orders_user_idx"] is Status.PASSED
     assert statuses(report)["indexes-valid.staging"] is Status.PASSED
-    assert Store(settings().state.path).passing_validation(report.fingerprint) is not None
+    assert SqliteStore(settings().state.path).passing_validation(report.fingerprint) is not None
     assert bot_env.sql("staging", "SELECT version FROM migrate_bot.schema_migrations ORDER BY 1") == [("0001",), ("0002",)]
     assert bot_env.sql("prod", "SELECT to_regclass('orders')") == [(None,)]
 
@@ -298,7 +298,7 @@ def test_lock_never_released_fails_clearly(bot_env: Databases, make_migrations) 
     holder.execute("SELECT count(*) FROM users")
     try:
         s = lock_settings(retries=1)
-        report = validate.run(s, Store(s.state.path))
+        report = validate.run(s, SqliteStore(s.state.path))
     finally:
         holder.close()
     failed = next(c for c in report.checks if c.name == "migration.0001_add_col")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot import config
-from bot.runs.store import Store
+from bot.runs.store.sqlite import SqliteStore
 from bot.workflow import triage, validate
 from bot.workflow.report import Status
 from tests.fix_pg import Databases
@@ -29,7 +29,7 @@ def hot_query_on_prod(dbs: Databases) -> None:
 def gate(**changes) -> validate.Report:
     s = config.load(None)
     s = replace(s, gate=replace(s.gate, lint=False, **changes))
-    return validate.run(s, Store(s.state.path))
+    return validate.run(s, SqliteStore(s.state.path))
 
 
 def test_dropping_a_hot_index_fails_the_gate(bot_env: Databases, make_migrations) -> None:

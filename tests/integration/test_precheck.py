@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from bot import config
-from bot.runs.store import Store
+from bot.runs.store.sqlite import SqliteStore
 from bot.workflow import validate
 from bot.workflow.precheck import DataPrechecks
 from bot.workflow.report import Check, Report, Status
@@ -53,7 +53,7 @@ def settings(**gate) -> config.Settings:
 
 def run(s: config.Settings | None = None, **options) -> Report:
     s = s or settings()
-    return validate.run(s, Store(s.state.path), validate.GateOptions(**options))
+    return validate.run(s, SqliteStore(s.state.path), validate.GateOptions(**options))
 
 
 def one(report: Report, name: str, status: Status) -> Check:

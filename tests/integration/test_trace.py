@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from bot import config
-from bot.runs.store import Store
+from bot.runs.store.sqlite import SqliteStore
 from bot.workflow import validate
 from bot.workflow.report import Check, Report, Status
 from tests.fix_pg import Databases
@@ -34,7 +34,7 @@ def settings(**gate) -> config.Settings:
 
 def run(s: config.Settings | None = None) -> Report:
     s = s or settings()
-    return validate.run(s, Store(s.state.path))
+    return validate.run(s, SqliteStore(s.state.path))
 
 
 def named(report: Report, name: str) -> list[Check]:

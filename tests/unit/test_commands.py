@@ -107,7 +107,8 @@ def test_run_id_required(verb: str) -> None:
         ("history 10", "`/migrate history` takes no arguments, but got 1: `10`."),
         ("unblock staging", "`/migrate unblock` takes no arguments, but got 1: `staging`."),
         ("validate main dev", "`/migrate validate` takes at most one git ref, but got 2: `main dev`."),
-        (f"deploy {RUN_ID} now", f"`/migrate deploy` takes at most one run id, but got 2: `{RUN_ID} now`."),
+        (f"deploy {RUN_ID} later", f"`/migrate deploy` takes at most one run id, but got 2: `{RUN_ID} later`."),
+        (f"deploy {RUN_ID} {RUN_ID} now", f"`/migrate deploy` takes at most one run id, but got 2: `{RUN_ID} {RUN_ID}`."),
         (f"status {RUN_ID} {RUN_ID}", f"`/migrate status` takes at most one run id, but got 2: `{RUN_ID} {RUN_ID}`."),
         (f"cancel {RUN_ID} x", f"`/migrate cancel` takes exactly one run id, but got 2: `{RUN_ID} x`."),
         (f"triage {RUN_ID} x y", f"`/migrate triage` takes exactly one run id, but got 3: `{RUN_ID} x y`."),
@@ -193,7 +194,7 @@ def test_error_sentences_do_not_echo_backticks_or_unbounded_text() -> None:
 
 def test_help_table_covers_every_command_once() -> None:
     assert sorted(COMMANDS) == sorted(
-        ["help", "validate", "refresh", "deploy", "status", "cancel", "triage", "history", "unblock"]
+        ["help", "validate", "refresh", "deploy", "status", "cancel", "triage", "history", "windows", "unblock"]
     )
     assert len(HELP) == len(set(COMMANDS))
 
@@ -279,3 +280,20 @@ def test_valid_commands_parse_to_what_was_meant(case: tuple[str, Command], paddi
 def test_to_text_roundtrips(case: tuple[str, Command]) -> None:
     command = parse(case[0])
     assert parse(command.to_text()) == command
+
+
+@pytest.mark.parametrize(("text", "run_id"), [("deploy now", None), (f"deploy {RUN_ID} now", RUN_ID),
+                                              (f"deploy {RUN_ID.upper()} NOW", RUN_ID)])
+def test_deploy_now_asks_for_an_override(text: str, run_id: str | None) -> None:
+    command = parse(text)
+    assert (command.name, command.run_id, command.now) == ("deploy", run_id, True)
+    assert parse(command.to_text()) == command
+
+
+def test_deploy_without_now_is_not_an_override() -> None:
+    assert parse(f"deploy {RUN_ID}").now is False
+
+
+def test_windows_takes_no_arguments() -> None:
+    assert parse("windows").name == "windows"
+    assert parse("windows next").error == "`/migrate windows` takes no arguments, but got 1: `next`."

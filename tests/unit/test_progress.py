@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.runs.service import progress_line
+from bot.runs.execution import progress_line
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""The bot's own state: validations, runs, approvals — in one sqlite-utils file.
+"""The state store in one sqlite-utils file: the default for one bot process, the CLI and `make demo`.
 
-Everything that must survive a restart lives here, and every write commits
-before the caller announces anything (the run lifecycle's rule). SQLite in WAL
-mode lets the CLI and a running bot share the file.
+Every write commits before it returns (the run lifecycle announces only what
+is stored). WAL mode lets the CLI and a running bot share the file; one
+connection serves the process's threads, serialised by a lock, and writes
+that read-then-write (compare-and-set, leases) run inside one transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ from sqlite_utils.db import NotFoundError
 
 from bot.errors import ConfigError
 from bot.redact import redact
-from bot.runs.model import Approval, Kind, Run, State
+from bot.runs.model import ENVIRONMENT, QUEUED, Approval, Kind, Run, State
+from bot.runs.store import JobRecord, Lease, OwnerCheck, ProcessRecord, Sample
+
+EVENT_MEMORY = timedelta(days=1)  # Slack stops redelivering after minutes; a day of ids is plenty
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+def _later(seconds: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
 
 
 def _unusable(path: Path, exc: Exception) -> ConfigError:
@@ -37,20 +45,30 @@ def _unusable(path: Path, exc: Exception) -> ConfigError:
                        "Set state.path (or MIGRATE_BOT_STATE) to a file in a directory the bot can write.")
 
 
-class Store:
+RUN_COLUMNS = {"id": str, "kind": str, "state": str, "requested_by": str, "channel": str, "thread_ts": str,
+               "fingerprint": str, "commit": str, "ref": str, "parent": str, "summary": str, "report": str,
+               "created_at": str, "updated_at": str, "scheduled_for": str, "owner": str, "data": str}
+
+
+class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            # one connection shared by the executor's threads, serialised by self._lock
-            self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=15))
+            self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False, timeout=15,
+                                                            isolation_level=None))
             if str(path) != ":memory:":
                 self.db.enable_wal()
-            self._schema()
+            with self._write():
+                self._schema()
         except (OSError, sqlite3.Error) as exc:
             raise _unusable(self.path, exc) from None
+
+    def _write(self) -> "_Transaction":
+        """One write transaction (BEGIN IMMEDIATE), so a read-then-write cannot interleave with another process."""
+        return _Transaction(self)
 
     def _schema(self) -> None:
         self.db["validations"].create(
@@ -64,184 +82,301 @@ class Store:
              "created_at": str},
             pk="id", if_not_exists=True,
         )
-        self.db["runs"].create(
-            {"id": str, "kind": str, "state": str, "requested_by": str, "channel": str, "thread_ts": str,
-             "fingerprint": str, "commit": str, "ref": str, "parent": str, "summary": str, "report": str,
-             "created_at": str, "updated_at": str, "data": str},
-            pk="id", if_not_exists=True,
-        )
+        self.db["runs"].create(RUN_COLUMNS, pk="id", if_not_exists=True)
+        existing = set(self.db["runs"].columns_dict)
+        for column in ("scheduled_for", "owner"):  # state files written before deploy windows existed
+            if column not in existing:
+                self.db["runs"].add_column(column, str, not_null_default="")
         self.db["runs"].create_index(["thread_ts"], if_not_exists=True)
+        self.db["runs"].create_index(["state"], if_not_exists=True)
         self.db["approvals"].create(
             {"run_id": str, "user": str, "verdict": str, "fingerprint": str, "created_at": str, "revoked_at": str},
             pk=("run_id", "user"), if_not_exists=True,
         )
-        self.db["env_locks"].create({"env": str, "run_id": str, "acquired_at": str}, pk="env", if_not_exists=True)
+        self.db["leases"].create({"name": str, "owner": str, "run_id": str, "acquired_at": str, "expires_at": str},
+                                 pk="name", if_not_exists=True)
+        self.db["processes"].create({"owner": str, "host": str, "pid": int, "started_at": str, "expires_at": str},
+                                    pk="owner", if_not_exists=True)
         self.db["seen_events"].create({"id": str, "seen_at": str}, pk="id", if_not_exists=True)
+        self.db["jobs"].create({"id": str, "next_run_time": float, "state": bytes}, pk="id", if_not_exists=True)
+        self.db["jobs"].create_index(["next_run_time"], if_not_exists=True)
+        self.db["samples"].create({"id": int, "series": str, "source": str, "taken_at": str, "data": str},
+                                  pk="id", if_not_exists=True)
+        self.db["samples"].create_index(["series", "source", "taken_at"], if_not_exists=True)
+        if "env_locks" in self.db.table_names():  # replaced by leases (owner + expiry)
+            self.db["env_locks"].drop()
 
-    # -- validations ---------------------------------------------------------
+    def _rows(self, table: str, where: str | None = None, args: list[Any] | None = None, **kw: Any) -> list[dict]:
+        with self._lock:
+            return list(self.db[table].rows_where(where, args or [], **kw))
+
+    # -- the workflow's ledger -------------------------------------------------------------------
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
                           run_id: str | None = None, commit: str | None = None) -> int:
-        with self._lock:
+        with self._write():
             row = self.db["validations"].insert(
                 {"fingerprint": fingerprint, "passed": int(passed), "env": "staging", "run_id": run_id or "",
                  "commit": commit or "", "migrations": json.dumps(migrations), "report": redact(report_json),
-                 "created_at": _now()}
+                 "created_at": now_iso()}
             )
             return int(row.last_pk)
 
     def passing_validation(self, fingerprint: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = list(
-                self.db["validations"].rows_where(
-                    "fingerprint = ? AND passed = 1", [fingerprint], order_by="id desc", limit=1
-                )
-            )
+        found = self._rows("validations", "fingerprint = ? AND passed = 1", [fingerprint], order_by="id desc",
+                           limit=1)
         return found[0] if found else None
 
     def record_deploy(self, *, fingerprint: str, ok: bool, applied: list[str], held: list[str], report_json: str,
                       run_id: str | None = None) -> int:
-        with self._lock:
+        with self._write():
             row = self.db["deploys"].insert(
                 {"fingerprint": fingerprint, "ok": int(ok), "run_id": run_id or "", "applied": json.dumps(applied),
-                 "held": json.dumps(held), "report": redact(report_json), "created_at": _now()}
+                 "held": json.dumps(held), "report": redact(report_json), "created_at": now_iso()}
             )
             return int(row.last_pk)
 
-    # -- runs ------------------------------------------------------------------
-    def _row(self, run: Run) -> dict[str, Any]:
-        row = dict(run.__dict__)
-        row.update(kind=run.kind.value, state=run.state.value, data=json.dumps(run.data),
-                   report=redact(run.report), summary=redact(run.summary))
-        return row
+    # -- runs ------------------------------------------------------------------------------------
+    def insert_run(self, run: Run) -> Run:
+        run.created_at = run.updated_at = now_iso()
+        with self._write():
+            self.db["runs"].insert(_row(run), pk="id")
+        return run
 
     def save_run(self, run: Run, *, expect: State | None = None) -> bool:
-        """Insert or replace; with ``expect``, only if the stored state is still ``expect``.
-
-        The condition makes a transition from a stale copy (an executor thread
-        that outlived a restart, a second replica) fail instead of overwriting
-        what happened meanwhile. Callers persist every transition before
-        announcing it.
-        """
-        run.updated_at = _now()
+        """Replace the stored run; with ``expect``, only if the stored state is still ``expect``."""
+        run.updated_at = now_iso()
         run.created_at = run.created_at or run.updated_at
-        row = self._row(run)
-        with self._lock, self.db.conn:
-            if expect is not None:
-                cursor = self.db.execute(
-                    "UPDATE runs SET " + ", ".join(f"[{k}] = ?" for k in row) + " WHERE id = ? AND state = ?",
-                    [*row.values(), run.id, expect.value],
-                )
-                return cursor.rowcount == 1
-            self.db["runs"].upsert(row, pk="id")
-        return True
-
-    def start_run(self, run: Run) -> str | None:
-        """Take the run's environment and store the run in one transaction.
-
-        Returns the id of the run holding the environment when it is taken, so
-        a competing request always finds the holder's row.
-        """
-        run.created_at = run.updated_at = _now()
-        with self._lock, self.db.conn:
-            holder = list(self.db["env_locks"].rows_where("env = ?", [run.env]))
-            if holder and holder[0]["run_id"] != run.id:
-                return str(holder[0]["run_id"])
-            self.db["runs"].insert(self._row(run), pk="id")
-            self.db["env_locks"].upsert({"env": run.env, "run_id": run.id, "acquired_at": _now()}, pk="env")
-        return None
+        row = _row(run)
+        with self._write():
+            if expect is None:
+                self.db["runs"].upsert(row, pk="id")
+                return True
+            cursor = self.db.execute(
+                "UPDATE runs SET " + ", ".join(f"[{k}] = ?" for k in row) + " WHERE id = ? AND state = ?",
+                [*row.values(), run.id, expect.value],
+            )
+            return cursor.rowcount == 1
 
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
             try:
-                row = self.db["runs"].get(run_id)
+                return _run_from_row(self.db["runs"].get(run_id))
             except NotFoundError:
                 return None
-        return _run_from_row(row)
 
     def run_by_message(self, channel: str, ts: str) -> Run | None:
-        """The run a reaction on (channel, ts) is about: the thread's parent or the approval prompt."""
-        with self._lock:
-            found = list(self.db["runs"].rows_where(
-                "channel = ? AND (thread_ts = ? OR json_extract(data, '$.prompt_ts') = ?)", [channel, ts, ts],
-                order_by="created_at desc"))
+        """The run a reaction on (channel, ts) is about: the thread's parent or a prompt in it (deploys first)."""
+        found = self._rows("runs", "channel = ? AND (thread_ts = ? OR json_extract(data, '$.prompt_ts') = ? "
+                           "OR json_extract(data, '$.override_prompt_ts') = ?)",
+                           [channel, ts, ts, ts], order_by="created_at desc")
         runs = [_run_from_row(r) for r in found]
         deploys = [r for r in runs if r.kind in (Kind.DEPLOY, Kind.UNBLOCK)]
         return (deploys or runs or [None])[0]
 
-    def runs(self, *, states: list[State] | None = None, limit: int = 20) -> list[Run]:
-        where, args = None, []
-        if states:
-            where = "state IN (" + ", ".join("?" for _ in states) + ")"
-            args = [s.value for s in states]
-        with self._lock:
-            found = list(self.db["runs"].rows_where(where, args, order_by="created_at desc, rowid desc", limit=limit))
+    def runs(self, *, states: list[State] | None = None, kinds: list[Kind] | None = None,
+             limit: int = 20) -> list[Run]:
+        clauses, args = [], []
+        for column, values in (("state", states), ("kind", kinds)):
+            if values:
+                clauses.append(f"{column} IN (" + ", ".join("?" for _ in values) + ")")
+                args += [v.value for v in values]
+        found = self._rows("runs", " AND ".join(clauses) or None, args, order_by="created_at desc, rowid desc",
+                           limit=limit)
         return [_run_from_row(r) for r in found]
 
     def latest_run(self, kind: Kind | None = None) -> Run | None:
-        with self._lock:
-            where, args = ("kind = ?", [kind.value]) if kind else (None, [])
-            found = list(self.db["runs"].rows_where(where, args, order_by="created_at desc, rowid desc", limit=1))
-        return _run_from_row(found[0]) if found else None
+        found = self.runs(kinds=[kind] if kind else None, limit=1)
+        return found[0] if found else None
 
-    # -- approvals ---------------------------------------------------------------
+    def queue(self, env: str | None) -> list[Run]:
+        """Runs waiting for ``env`` (None: any), oldest first: the order they will start in.
+
+        Includes runs whose thread is still being opened (``data.opening``); the caller skips those.
+        """
+        kinds = [k for k in QUEUED if env is None or ENVIRONMENT[k] == env]
+        if not kinds:
+            return []
+        found = self._rows("runs", "state = ? AND kind IN (" + ", ".join("?" for _ in kinds) + ")",
+                           [State.REQUESTED.value, *[k.value for k in kinds]], order_by="created_at, rowid")
+        return [_run_from_row(r) for r in found]
+
+    # -- approvals -------------------------------------------------------------------------------
     def put_approval(self, approval: Approval) -> None:
-        with self._lock:
+        with self._write():
             self.db["approvals"].upsert(approval.__dict__, pk=("run_id", "user"))
 
     def revoke_approval(self, run_id: str, user: str) -> bool:
-        with self._lock:
-            found = list(self.db["approvals"].rows_where("run_id = ? AND user = ? AND revoked_at = ''", [run_id, user]))
-            if not found:
-                return False
-            self.db["approvals"].update((run_id, user), {"revoked_at": _now()})
-            return True
+        with self._write():
+            cursor = self.db.execute("UPDATE approvals SET revoked_at = ? WHERE run_id = ? AND user = ? "
+                                     "AND revoked_at = ''", [now_iso(), run_id, user])
+            return cursor.rowcount == 1
 
     def approvals(self, run_id: str) -> list[Approval]:
-        with self._lock:
-            found = list(self.db["approvals"].rows_where("run_id = ? AND revoked_at = ''", [run_id],
-                                                         order_by="created_at"))
+        found = self._rows("approvals", "run_id = ? AND revoked_at = ''", [run_id], order_by="created_at")
         return [Approval(**r) for r in found]
 
-    # -- environment locks -------------------------------------------------------
-    def lock_env(self, env: str, run_id: str) -> str | None:
-        """Take the environment for run_id; returns the holder's run id when it is taken."""
-        with self._lock, self.db.conn:
-            holder = list(self.db["env_locks"].rows_where("env = ?", [env]))
-            if holder and holder[0]["run_id"] != run_id:
-                return str(holder[0]["run_id"])
-            self.db["env_locks"].upsert({"env": env, "run_id": run_id, "acquired_at": _now()}, pk="env")
+    # -- leases and processes --------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, ttl_s: float, *, run_id: str = "",
+                      alive: OwnerCheck | None = None) -> Lease:
+        """Take ``name`` for (``owner``, ``run_id``) unless someone else holds it; returns the lease as it stands.
+
+        A holder counts while ``alive`` says its process lives (the lifecycle
+        decides that); without ``alive``, while the lease has not expired.
+        """
+        with self._write():
+            held = self._lease(name)
+            mine = held is not None and (held.owner, held.run_id) == (owner, run_id)
+            if held and not mine and (alive(held.owner) if alive else held.expires_at > now_iso()):
+                return held
+            if held and mine:
+                row = {**held.__dict__, "expires_at": _later(ttl_s)}
+            else:
+                row = {"name": name, "owner": owner, "run_id": run_id, "acquired_at": now_iso(),
+                       "expires_at": _later(ttl_s)}
+            self.db["leases"].upsert(row, pk="name")
+            return Lease(**row)
+
+    def claim(self, run: Run, *, expect: State, lease: str, ttl_s: float, alive: OwnerCheck) -> Lease | None:
+        """Take ``lease`` for ``run`` and save ``run`` (its new state) in one transaction.
+
+        Returns the lease as it stands (ours when claimed, the holder's when
+        not); None when the stored run is no longer ``expect`` — then nothing
+        changed. One transaction, so two claimants can never both win, nor
+        can a losing claimant release the winner's lease.
+        """
+        try:
+            with self._write():
+                taken = self.acquire_lease(lease, run.owner, ttl_s, run_id=run.id, alive=alive)
+                if (taken.owner, taken.run_id) == (run.owner, run.id) and not self.save_run(run, expect=expect):
+                    raise _Moved
+                return taken
+        except _Moved:
             return None
 
-    def unlock_env(self, env: str, run_id: str) -> None:
-        with self._lock:
-            self.db.execute("DELETE FROM env_locks WHERE env = ? AND run_id = ?", [env, run_id])
-            self.db.conn.commit()
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", [name, owner])
 
-    def env_holder(self, env: str) -> str | None:
-        with self._lock:
-            holder = list(self.db["env_locks"].rows_where("env = ?", [env]))
-        return str(holder[0]["run_id"]) if holder else None
+    def leases(self) -> list[Lease]:
+        return [Lease(**r) for r in self._rows("leases", order_by="name")]
 
-    # -- idempotency for retried Slack events ----------------------------------
+    def lease(self, name: str) -> Lease | None:
+        with self._lock:
+            return self._lease(name)
+
+    def _lease(self, name: str) -> Lease | None:
+        found = list(self.db["leases"].rows_where("name = ?", [name]))
+        return Lease(**found[0]) if found else None
+
+    def heartbeat(self, owner: str, host: str, pid: int, ttl_s: float) -> None:
+        """The process is alive: extend its record and every lease it holds."""
+        expires = _later(ttl_s)
+        with self._write():
+            known = list(self.db["processes"].rows_where("owner = ?", [owner]))
+            started = known[0]["started_at"] if known else now_iso()
+            self.db["processes"].upsert({"owner": owner, "host": host, "pid": pid, "started_at": started,
+                                         "expires_at": expires}, pk="owner")
+            self.db.execute("UPDATE leases SET expires_at = ? WHERE owner = ?", [expires, owner])
+            cutoff = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+            self.db.execute("DELETE FROM processes WHERE expires_at < ?", [cutoff])
+
+    def forget_process(self, owner: str) -> None:
+        """A clean stop: the process and its leases are gone now, not when they would have expired."""
+        with self._write():
+            self.db.execute("DELETE FROM processes WHERE owner = ?", [owner])
+            self.db.execute("DELETE FROM leases WHERE owner = ?", [owner])
+
+    def process(self, owner: str) -> ProcessRecord | None:
+        found = self._rows("processes", "owner = ?", [owner])
+        return ProcessRecord(**found[0]) if found else None
+
+    # -- Slack idempotency -------------------------------------------------------------------------
     def first_time(self, event_id: str) -> bool:
         """True once per id: Slack redelivers events it thinks were not acknowledged."""
         if not event_id:
             return True
-        with self._lock:
+        with self._write():
             try:
-                self.db["seen_events"].insert({"id": event_id, "seen_at": _now()})
+                self.db["seen_events"].insert({"id": event_id, "seen_at": now_iso()})
             except sqlite3.IntegrityError:
                 return False
-            # Slack stops redelivering after minutes; a day of ids is plenty and keeps the table small.
-            cutoff = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+            cutoff = (datetime.now(timezone.utc) - EVENT_MEMORY).isoformat()
             self.db.execute("DELETE FROM seen_events WHERE seen_at < ?", [cutoff])
-            self.db.conn.commit()
             return True
+
+    # -- the scheduler's job store -----------------------------------------------------------------
+    def put_job(self, job: JobRecord) -> None:
+        with self._write():
+            self.db["jobs"].upsert({"id": job.id, "next_run_time": job.next_run_time, "state": job.state}, pk="id")
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        found = self._rows("jobs", "id = ?", [job_id])
+        return JobRecord(**found[0]) if found else None
+
+    def jobs(self, *, due_by: float | None = None) -> list[JobRecord]:
+        """All jobs in due order (paused ones last); with ``due_by``, only those due by then."""
+        if due_by is None:
+            found = self._rows("jobs", order_by="next_run_time IS NULL, next_run_time, id")
+        else:
+            found = self._rows("jobs", "next_run_time <= ?", [due_by], order_by="next_run_time, id")
+        return [JobRecord(**r) for r in found]
+
+    def remove_job(self, job_id: str) -> bool:
+        with self._write():
+            return self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id]).rowcount == 1
+
+    # -- time series -----------------------------------------------------------------------------
+    def add_sample(self, sample: Sample) -> None:
+        with self._write():
+            self.db["samples"].insert({"series": sample.series, "source": sample.source, "taken_at": sample.taken_at,
+                                       "data": json.dumps(sample.data)})
+
+    def samples(self, series: str, source: str, *, since: datetime | None = None) -> list[Sample]:
+        where, args = "series = ? AND source = ?", [series, source]
+        if since is not None:
+            where += " AND taken_at >= ?"
+            args.append(since.astimezone(timezone.utc).isoformat())
+        return [Sample(series=r["series"], source=r["source"], taken_at=r["taken_at"], data=json.loads(r["data"]))
+                for r in self._rows("samples", where, args, order_by="taken_at")]
+
+
+class _Moved(Exception):
+    """Rolls a claim back: the run moved on before it could be claimed."""
+
+
+class _Transaction:
+    """``with store._write():`` — the process lock plus one sqlite write transaction (re-entrant)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.outer = False
+
+    def __enter__(self) -> None:
+        self.store._lock.acquire()
+        self.outer = not self.store.db.conn.in_transaction
+        if self.outer:
+            self.store.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if self.outer:
+                self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+def _row(run: Run) -> dict[str, Any]:
+    row = dict(run.__dict__)
+    row.update(kind=run.kind.value, state=run.state.value, data=json.dumps(run.data),
+               report=redact(run.report), summary=redact(run.summary))
+    return row
 
 
 def _run_from_row(row: dict[str, Any]) -> Run:
-    data = dict(row)
+    data = {k: v for k, v in row.items() if k in RUN_COLUMNS}
     data["kind"] = Kind(data["kind"])
     data["state"] = State(data["state"])
     data["data"] = json.loads(data.get("data") or "{}")
+    for column in ("scheduled_for", "owner"):
+        data[column] = data.get(column) or ""
     return Run(**data)

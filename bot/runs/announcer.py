@@ -1,0 +1,41 @@
+"""What the runs layer says to people, and the shape a chat face implements to say it.
+
+A Protocol, like ``workflow.ledger``: the runs layer never imports Slack or
+the terminal; ``chat/slack_app.py`` and ``chat/shell.py`` implement this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.runs.model import Run
+from bot.workflow.report import Report
+
+
+class Announcer(Protocol):
+    """What a chat adapter does with run news. Implementations must not raise for chat hiccups."""
+
+    def run_started(self, run: Run) -> str:
+        """Post the run's parent message; return its ts (the thread)."""
+
+    def run_updated(self, run: Run) -> None:
+        """Edit the parent message in place to show the current state."""
+
+    def say(self, run: Run, text: str) -> str | None:
+        """A short reply in the run's thread; returns its ts when the chat has one."""
+
+    def report(self, run: Run, report: Report) -> None:
+        """Per-check details, triage and the full log, as thread replies."""
+
+    def thread_link(self, run: Run) -> str:
+        """Where a person can open the run's thread (a URL in Slack), or "" when the chat has none."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The immediate answer to a command (ephemeral in Slack, printed in the shell)."""
+
+    ok: bool
+    text: str
+    run: Run | None = None

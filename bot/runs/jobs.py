@@ -1,0 +1,84 @@
+"""Scheduled jobs: module-level functions taking ids, so the persisted job store can name them.
+
+APScheduler stores a job as ``"bot.runs.jobs:deploy_in_window"`` plus its
+arguments; it cannot store a bound method or a closure. The runtime these
+functions work with is bound once per process by ``Runtime.start`` (only one
+scheduler runs jobs per deployment). Each function is a thin entry point:
+the decisions live in ``planning`` and ``execution``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from bot.runs import planning, traffic
+from bot.runs.model import State
+from bot.runs.runtime import Runtime
+from bot.runs.store import Sample
+
+log = logging.getLogger(__name__)
+_bound: Runtime | None = None
+SAMPLER_JOB = "sample-traffic"
+
+
+def bind(rt: Runtime) -> None:
+    global _bound
+    _bound = rt
+
+
+def unbind(rt: Runtime) -> None:
+    global _bound
+    if _bound is rt:
+        _bound = None
+
+
+def _runtime() -> Runtime | None:
+    if _bound is None:
+        log.error("a scheduled job fired with no bot running it; it stays for the next start")
+    return _bound
+
+
+def deploy_in_window(run_id: str) -> None:
+    """Fire a scheduled deploy: re-check, then deploy, wait or re-plan (``planning.fire``)."""
+    rt = _runtime()
+    if rt is not None:
+        planning.fire(rt, run_id)
+
+
+def remind_cleanup(run_id: str) -> None:
+    """A held cleanup migration became eligible: say so in the thread of the deploy it follows."""
+    rt = _runtime()
+    if rt is not None:
+        planning.remind(rt, run_id)
+
+
+def sample_traffic() -> None:
+    """An hourly sample of prod's transactions and active sessions, so `windows` can show quiet hours."""
+    rt = _runtime()
+    if rt is None:
+        return
+    try:
+        found = rt.workflow.traffic(rt.settings)
+    except Exception as exc:  # noqa: BLE001 - prod unreachable this hour: the next sample will do
+        log.warning("traffic sample failed: %s", type(exc).__name__)
+        return
+    rt.store.add_sample(Sample(traffic.SERIES, "prod", datetime.now(timezone.utc).isoformat(), found))
+
+
+def install_recurring(rt: Runtime) -> None:
+    minutes = rt.settings.deploy.traffic_sample_minutes
+    if minutes:
+        rt.scheduler.every(SAMPLER_JOB, "bot.runs.jobs:sample_traffic", seconds=minutes * 60)
+    else:
+        rt.scheduler.cancel(SAMPLER_JOB)
+
+
+def reconcile(rt: Runtime) -> None:
+    """Every scheduled deploy with a time has its job (a job store lost or older than the run is repaired)."""
+    jobs = set(rt.scheduler.job_ids())
+    for run in rt.store.runs(states=[State.SCHEDULED], limit=1000):
+        job_id = run.data.get("job_id")
+        if run.scheduled_for and job_id and job_id not in jobs:
+            when = datetime.fromisoformat(run.scheduled_for)
+            rt.scheduler.at(job_id, planning.DEPLOY_JOB, when, run.id)
