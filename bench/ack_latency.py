@@ -145,7 +145,7 @@ def start_bots(bench: Bench) -> None:
         path = workdir / "migrate-bot.toml"
         path.write_text(bench_toml(n, workdir), encoding="utf-8")
         bot = create_slack_bot(config.load(str(path)))
-        bot.service.recover()
+        bot.runtime.start()
         bot.serve_http("127.0.0.1", 0)
         bench.bots.append(bot)
 
@@ -199,7 +199,7 @@ def start_validations(bench: Bench) -> list[str]:
     for bot in bench.bots:
         deadline = time.monotonic() + WAIT_S
         while True:
-            run = bot.service.store.latest_run(Kind.VALIDATE)
+            run = bot.runtime.store.latest_run(Kind.VALIDATE)
             if run is not None and run.state is State.RUNNING:
                 run_ids.append(run.id)
                 break
@@ -270,12 +270,12 @@ def run(args: argparse.Namespace) -> None:
         loaded_started = time.perf_counter()
         loaded = burst(bench, "loaded", args.commands, args.concurrency)
         burst_s = time.perf_counter() - loaded_started
-        still = [bot.service.store.get_run(rid) for bot, rid in zip(bench.bots, run_ids)]
+        still = [bot.runtime.store.get_run(rid) for bot, rid in zip(bench.bots, run_ids)]
         still_running = sum(r is not None and r.state is State.RUNNING for r in still)
         note("waiting for the validations to finish")
         for bot in bench.bots:
-            bot.service.executor.wait(timeout=WAIT_S)
-        finished = [bot.service.store.get_run(rid) for bot, rid in zip(bench.bots, run_ids)]
+            bot.runtime.executor.wait(timeout=WAIT_S)
+        finished = [bot.runtime.store.get_run(rid) for bot, rid in zip(bench.bots, run_ids)]
 
         print()
         print(f"{'scenario':<24} {'cmds':>5} {'flight':>6} {'ack p50':>8} {'ack p99':>8} {'ack max':>8}"

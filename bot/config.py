@@ -69,6 +69,7 @@ class Deploy:
     timezone: str = "UTC"  # for window and freeze entries that name none
     on_window_close: str = "finish-current"  # or "abort": cancel the migration in progress at the window's end
     estimate_margin: float = 1.5  # the staging timings are multiplied by this (and scaled to prod's sizes)
+    estimate_floor_s: float = 60.0  # the least time a deploy is planned for: connecting, preflight, spot checks
     max_active_sessions: int = 50  # prod is "quiet enough" at fire time with at most this many active sessions
     max_idle_in_transaction: int = 0  # … and at most this many idle-in-transaction sessions locking the set's tables
     quiet_wait_minutes: int = 15  # how long to wait inside the window for prod to be quiet before re-planning
@@ -208,7 +209,8 @@ def _validate_deploy(deploy: Deploy) -> None:
                           "finish-current lets the migration in progress finish; abort cancels it at the window's end.")
     if deploy.estimate_margin < 1:
         raise ConfigError("Config key 'deploy.estimate_margin' must be at least 1.", "Try 1.5.")
-    for key in ("max_active_sessions", "max_idle_in_transaction", "quiet_wait_minutes", "traffic_sample_minutes"):
+    for key in ("max_active_sessions", "max_idle_in_transaction", "quiet_wait_minutes", "traffic_sample_minutes",
+                "estimate_floor_s"):
         if getattr(deploy, key) < 0:
             raise ConfigError(f"Config key 'deploy.{key}' must not be negative.", "")
 

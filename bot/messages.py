@@ -83,7 +83,7 @@ FIRE_APPROVALS_GONE = ("Not deploying: the approvals no longer stand ({count}/{r
                        "approver to approve it again.")
 FIRE_NO_VALIDATION = ("Not deploying: no passing validation of this exact migration set is on record any more. "
                       "Validate again with `/migrate validate`.")
-FIRE_VALIDATION_OLD = ("Not deploying: its validation is {age:.0f} hours old (limit {limit:g}, "
+FIRE_VALIDATION_OLD = ("Not deploying: its validation is {age:.1f} hours old (limit {limit:g}, "
                        "`deploy.validation_max_age_hours`), and prod's data has moved on since. Refresh and validate "
                        "again: `/migrate refresh`, then `/migrate validate`.")
 FIRE_FROZEN = "A deploy freeze began ({freeze}), so the deploy did not start."
@@ -112,3 +112,6 @@ CLI_OUTSIDE_WINDOW = ("outside the deploy windows{frozen}: the next opens {next}
 CLI_NO_WINDOW_AHEAD = ("no deploy window opens in the next 400 days (`deploy.windows`, `deploy.freezes`); fix the "
                        "config, or add --now to deploy anyway (logged)")
 CLI_OVERRIDE = "deployed outside the deploy windows with --now (an override, logged)"
+SCHEDULE_AT = "deploys at {when}"
+SCHEDULE_ON_COMMAND = "deploys on command"
+SCHEDULE_NONE_FITS = "no window is long enough"

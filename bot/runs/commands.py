@@ -128,7 +128,7 @@ class Commands:
             return self._tell(run, messages.APPROVAL_COUNTED.format(user=user, count=count,
                                                                     required=p.approvals_required), True)
         run = rt.lifecycle.move(run, State.SCHEDULED)
-        if rt.calendar.always_open and not rt.calendar.freezes:
+        if rt.calendar.always_open:
             return self._tell(run, messages.APPROVALS_MET.format(count=count, required=p.approvals_required,
                                                                  requester=run.requested_by, run_id=run.id), True)
         text = messages.APPROVALS_MET_PLANNING.format(count=count, required=p.approvals_required,

@@ -2,14 +2,15 @@
 
 APScheduler stores a job as ``"bot.runs.jobs:deploy_in_window"`` plus its
 arguments; it cannot store a bound method or a closure. The runtime these
-functions work with is bound once per process by ``Runtime.start`` (only one
-scheduler runs jobs per deployment). Each function is a thin entry point:
-the decisions live in ``planning`` and ``execution``.
+functions work with is the one whose scheduler runs them: each scheduler
+worker thread learns it when it starts (``enter``). Each function is a thin
+entry point: the decisions live in ``planning`` and ``execution``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timezone
 
 from bot.runs import planning, traffic
@@ -18,25 +19,20 @@ from bot.runs.runtime import Runtime
 from bot.runs.store import Sample
 
 log = logging.getLogger(__name__)
-_bound: Runtime | None = None
 SAMPLER_JOB = "sample-traffic"
+_thread = threading.local()
 
 
-def bind(rt: Runtime) -> None:
-    global _bound
-    _bound = rt
-
-
-def unbind(rt: Runtime) -> None:
-    global _bound
-    if _bound is rt:
-        _bound = None
+def enter(rt: Runtime) -> None:
+    """Run in each scheduler worker thread as it starts: the runtime its jobs work for."""
+    _thread.runtime = rt
 
 
 def _runtime() -> Runtime | None:
-    if _bound is None:
-        log.error("a scheduled job fired with no bot running it; it stays for the next start")
-    return _bound
+    rt = getattr(_thread, "runtime", None)
+    if rt is None:
+        log.error("a scheduled job ran outside a bot's scheduler; it did nothing")
+    return rt
 
 
 def deploy_in_window(run_id: str) -> None:

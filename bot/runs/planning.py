@@ -18,7 +18,7 @@ apply the decision through the lifecycle and say it in the run's thread.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -31,7 +31,7 @@ from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
 RETRY_BUSY = timedelta(minutes=2)  # how often a deploy waiting inside its window looks at prod again
-LATE = timedelta(seconds=60)  # fired this much after its time: the bot was down (a misfire), say so
+LATE = timedelta(seconds=60)  # fired this much after its time counts as missed even if this process was up
 DEPLOY_JOB = "bot.runs.jobs:deploy_in_window"
 REMIND_JOB = "bot.runs.jobs:remind_cleanup"
 
@@ -69,11 +69,13 @@ class Slot:
 
 
 def choose_slot(cal: windows.Calendar, now: datetime, estimate_s: float, *, after: datetime | None = None) -> Slot:
-    if cal.always_open and not cal.freezes:
+    """Without windows a team deploys on command (a freeze refuses the command, it schedules nothing)."""
+    if cal.always_open:
         return Slot("manual")
-    fit = windows.next_fit(cal, max(now, after or now), timedelta(seconds=estimate_s))
+    since = max(now, after or now)
+    fit = windows.next_fit(cal, since, timedelta(seconds=estimate_s))
     if fit is None:
-        return Slot("none", longest=windows.longest_opening(cal, now))
+        return Slot("none", longest=windows.longest_opening(cal, since))
     return Slot("at", fit.start, fit.end)
 
 
@@ -100,6 +102,7 @@ class FireFacts:
     validation_age_h: float | None  # None: no passing validation of this set any more
     max_age_h: float
     override: bool = False  # two approvers said "now": windows and freezes do not apply
+    missed: bool = False  # no bot was running at scheduled_for (this process started later): a misfire
     fingerprint_problem: str = ""  # filled in only when the cheaper checks passed
     busy: str = ""  # why prod is not free/quiet now ("" = go)
     waiting_since: datetime | None = None
@@ -127,7 +130,7 @@ def cheap_checks(f: FireFacts) -> FireDecision | None:
         return None
     if f.freeze is not None:
         return FireDecision("replan", messages.FIRE_FROZEN.format(freeze=f.freeze.text), when=f.freeze.end)
-    late = f.scheduled_for is not None and f.now - f.scheduled_for > LATE
+    late = _late(f)
     if f.opening is None:
         text = messages.FIRE_MISSED if late else messages.FIRE_NO_WINDOW
         return FireDecision("replan", text.format(scheduled=_hhmm(f.scheduled_for)), when=f.now)
@@ -146,22 +149,30 @@ def decide(f: FireFacts) -> FireDecision:
     if f.fingerprint_problem:
         return FireDecision("cancel", f.fingerprint_problem)
     deadline = None if f.override or f.opening is None else f.opening.end
-    late = f.scheduled_for is not None and f.now - f.scheduled_for > LATE
+    late = _late(f)
     if f.busy:
         since = f.waiting_since or f.now
         give_up_at = since + f.max_wait
         if deadline is not None:
             give_up_at = min(give_up_at, deadline - timedelta(seconds=f.estimate_s))
-        if f.now + RETRY_BUSY > give_up_at:
+        if f.now >= give_up_at:
             after = deadline or f.now
             return FireDecision("replan", messages.FIRE_STILL_BUSY.format(busy=f.busy), when=after)
         return FireDecision("wait", messages.FIRE_BUSY.format(busy=f.busy, retry=_minutes(RETRY_BUSY.total_seconds()),
-                                                             until=_hhmm(give_up_at)), when=f.now + RETRY_BUSY)
+                                                             until=_hhmm(give_up_at)),
+                            when=min(f.now + RETRY_BUSY, give_up_at))  # the last look is at the give-up time
     if f.override:
         return FireDecision("go", messages.FIRE_GO_OVERRIDE.format(approvers=messages.who(list(f.approvers))))
     assert deadline is not None
     text = messages.FIRE_GO_LATE if late else messages.FIRE_GO
     return FireDecision("go", text.format(scheduled=_hhmm(f.scheduled_for), until=_hhmm(deadline)), deadline=deadline)
+
+
+def _late(f: FireFacts) -> bool:
+    """Fired after its time because no bot was running then (a retry while waiting for quiet is not late)."""
+    if f.waiting_since is not None:
+        return False
+    return f.missed or (f.scheduled_for is not None and f.now - f.scheduled_for > LATE)
 
 
 def _hhmm(moment: datetime | None) -> str:
@@ -196,13 +207,12 @@ def facts(rt: Runtime, run: Run) -> FireFacts:
         opening=windows.current_opening(cal, now), estimate_s=float(run.data.get("estimate_s", 0)),
         validation_age_h=validation_age_h(rt, run, now), max_age_h=rt.settings.deploy.validation_max_age_hours,
         override=bool(run.data.get("override")), waiting_since=_parse(run.data.get("waiting_since")),
+        missed=bool(rt.started_at and run.scheduled_for and _parse(run.scheduled_for) < rt.started_at),
         max_wait=timedelta(minutes=rt.settings.deploy.quiet_wait_minutes))
 
 
 def with_prod(rt: Runtime, run: Run, f: FireFacts) -> FireFacts:
     """Add what only prod can tell: is the pending set still the approved one, and is prod quiet and free."""
-    from dataclasses import replace
-
     holder = rt.lifecycle.holder("prod")
     if holder and holder != run.id:
         return replace(f, busy=messages.FIRE_PROD_HELD.format(holder=holder))
@@ -298,10 +308,9 @@ def _go(rt: Runtime, run: Run, d: FireDecision) -> Run | None:
     data = {k: v for k, v in run.data.items() if k not in ("waiting_since", "job_id")}
     run = rt.lifecycle.update(run, data=data)
     started = execution.start_deploy(rt, run, deadline_iso=_iso(d.deadline))
-    if not isinstance(started, Run):  # prod was taken between the look and the claim: look again shortly
-        return apply(rt, run, FireDecision("wait", messages.FIRE_BUSY.format(
-            busy=messages.FIRE_PROD_HELD.format(holder=started.run_id), retry="2 min", until="the window's end"),
-            when=rt.now() + RETRY_BUSY))
+    if not isinstance(started, Run):  # prod was taken between the look and the claim: decide again with that
+        f = replace(facts(rt, run), busy=messages.FIRE_PROD_HELD.format(holder=started.run_id))
+        return apply(rt, run, decide(f))
     rt.announcer.say(started, d.text)
     return started
 
@@ -360,5 +369,5 @@ def describe_schedule(run: Run) -> str:
     """One line on where a scheduled deploy stands, for status and the queue view."""
     when = _parse(run.scheduled_for)
     if run.data.get("unschedulable"):
-        return "no window is long enough"
-    return f"deploys at {_hhmm(when)}" if when else "deploys on command"
+        return messages.SCHEDULE_NONE_FITS
+    return messages.SCHEDULE_AT.format(when=_hhmm(when)) if when else messages.SCHEDULE_ON_COMMAND

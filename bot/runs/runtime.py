@@ -57,14 +57,17 @@ class Runtime:
     lifecycle: Lifecycle = field(init=False)
     executor: Executor = field(init=False)
     scheduler: Scheduler = field(init=False)
-    started: bool = field(default=False, init=False)
+    started_at: datetime | None = field(default=None, init=False)  # when this process went live
 
     def __post_init__(self) -> None:
         from bot.runs import execution  # the crash handler turns a crashed job into a run state
 
         self.lifecycle = Lifecycle(self.store, self.announcer)
         self.executor = Executor(on_crash=lambda run_id, exc: execution.crashed(self, run_id, exc))
-        self.scheduler = Scheduler(self.store, self.lifecycle.alive, self.lifecycle.owner)
+        from bot.runs import jobs  # jobs run for the runtime whose scheduler's thread runs them
+
+        self.scheduler = Scheduler(self.store, self.lifecycle.alive, self.lifecycle.owner,
+                                   worker_init=lambda: jobs.enter(self))
 
     @property
     def calendar(self) -> Calendar:
@@ -87,24 +90,20 @@ class Runtime:
         """Go live: heartbeat, recovery, the queue, and the scheduler (run here if we win the election)."""
         from bot.runs import jobs
 
+        self.started_at = self.now()
         self.lifecycle.start()
         self.recover()
-        jobs.bind(self)
         jobs.install_recurring(self)
         self.lifecycle.on_beat.append(self._on_beat)
         self.scheduler.elect()
         jobs.reconcile(self)
-        self.started = True
 
     def _on_beat(self) -> None:
         self.lifecycle.recover_dead()
         self.scheduler.elect()
 
     def stop(self, *, wait: bool = True) -> None:
-        """No new work; wait for running runs (``wait``); give up leases."""
-        from bot.runs import jobs
-
+        """No new work; wait for running runs (``wait``); give up leases (only when ``wait``: else as a crash)."""
         self.scheduler.stop()
         self.executor.shutdown(wait=wait)
         self.lifecycle.stop(clean=wait)
-        jobs.unbind(self)

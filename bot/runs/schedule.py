@@ -104,15 +104,19 @@ class StateJobStore(BaseJobStore):
 class Scheduler:
     """The bot's sense of time: persisted one-off and recurring jobs, run by the elected leader only."""
 
-    def __init__(self, store: StateStore, alive: Callable[[str], bool], owner: str) -> None:
+    def __init__(self, store: StateStore, alive: Callable[[str], bool], owner: str,
+                 worker_init: Callable[[], None] | None = None) -> None:
+        """``worker_init`` runs in each job thread before its first job: it tells ``jobs`` whose runtime the
+        thread works for, so several bots in one process (tests, benches) never run each other's jobs."""
         self.store = store
         self.alive = alive
         self.owner = owner
         self._lock = threading.Lock()
         self.leader = False
+        pool = {"initializer": worker_init} if worker_init else {}
         self.aps = BackgroundScheduler(
             jobstores={"default": StateJobStore(store)},
-            executors={"default": ThreadPoolExecutor(4)},
+            executors={"default": ThreadPoolExecutor(4, pool_kwargs=pool)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=timezone.utc,
         )

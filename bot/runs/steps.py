@@ -112,16 +112,16 @@ class Steps:
         """How long the deploy will take: the validation's staging timings scaled to prod's table sizes."""
         found = store.passing_validation(run.fingerprint)
         report = Report.from_json(found["report"]) if found else Report(step="validate")
-        margin = settings.deploy.estimate_margin
+        margin, floor_s = settings.deploy.estimate_margin, settings.deploy.estimate_floor_s
         try:
             migrations, _ = migrations_for(settings, None, run.commit or None)
             with connection(database_url(settings, "prod"), env="prod") as prod, \
                     connection(database_url(settings, "staging"), env="staging") as staging:
                 pending = applier_mod.plan(migrations, applier_mod.read_history(prod)).pending
-                return estimate.measure(prod, staging, pending, report, margin=margin)
+                return estimate.measure(prod, staging, pending, report, margin=margin, floor_s=floor_s)
         except MigrateBotError:  # sizes unknown: the staging timings alone, unscaled, still say something
             timings = estimate.staging_seconds(report)
-            return estimate.estimate(timings, {label: 1.0 for label in timings}, margin=margin)
+            return estimate.estimate(timings, {label: 1.0 for label in timings}, margin=margin, floor_s=floor_s)
 
     def preflight(self, settings: Settings, run: Run) -> Preflight:
         """Right before a scheduled deploy: is prod's pending set still the approved one, and is prod quiet?"""

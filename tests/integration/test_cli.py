@@ -168,3 +168,91 @@ def test_sigterm_mid_validate_cancels_the_statement_and_rolls_back(bot_env: Data
     assert "Traceback" not in out + err
     assert bot_env.sql("staging", sleeping) == [(0,)]
     assert bot_env.sql("staging", "SELECT to_regclass('slow_things') IS NULL") == [(True,)]
+
+
+# -- deploy windows --------------------------------------------------------------------------------------
+
+
+def windows_toml(workdir: Path, *entries: str) -> str:
+    path = workdir / "windows.toml"
+    quoted = ", ".join(f'"{e}"' for e in entries)
+    path.write_text(f"[deploy]\nwindows = [{quoted}]\n", encoding="utf-8")
+    return str(path)
+
+
+def window_at(start, seconds: int) -> str:
+    from datetime import timedelta
+
+    return f"daily {start:%H:%M:%S}-{start + timedelta(seconds=seconds):%H:%M:%S} UTC"
+
+
+def test_windows_prints_the_next_openings_as_json(workdir: Path) -> None:
+    import json
+
+    result = cli("windows", "--config", windows_toml(workdir, "Tue-Thu 02:00-04:00 America/New_York"), "--format",
+                 "json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    openings = json.loads(result.stdout)
+    assert len(openings) == 3 and set(openings[0]) == {"start", "end"}
+    from datetime import datetime
+
+    first = datetime.fromisoformat(openings[0]["start"])
+    assert first.utcoffset().total_seconds() == 0 and first.strftime("%H:%M") in ("06:00", "07:00")
+
+
+def test_a_malformed_window_is_a_sentence_with_exit_2(workdir: Path) -> None:
+    result = cli("windows", "--config", windows_toml(workdir, "Tue-Thx 02:00-04:00"), cwd=workdir)
+    assert_clean_failure(result, 2, 'deploy.windows entry "Tue-Thx 02:00-04:00" is not understood: "Thx" is not a day.')
+
+
+def validated(bot_env: Databases, make_migrations, workdir: Path) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    assert cli("validate", cwd=workdir).returncode == 0
+
+
+def prod_versions(bot_env: Databases) -> list[str]:
+    if bot_env.sql("prod", "SELECT to_regclass('migrate_bot.schema_migrations')") == [(None,)]:
+        return []
+    return [v for (v,) in bot_env.sql("prod", "SELECT version FROM migrate_bot.schema_migrations")]
+
+
+def test_deploy_outside_a_window_exits_1_naming_the_next_opening(bot_env: Databases, make_migrations,
+                                                                  workdir: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    validated(bot_env, make_migrations, workdir)
+    opens = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3)
+    result = cli("deploy", "--config", windows_toml(workdir, window_at(opens, 600)), cwd=workdir,
+                 env={"STAGING_VALIDATION_PASSED": "true"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"BLOCKER deploy-window: outside the deploy windows: the next opens " in result.stdout
+    assert f"{opens:%Y-%m-%d %H:%M:%S}" in result.stdout and "--wait" in result.stdout and "--now" in result.stdout
+    assert prod_versions(bot_env) == []
+
+
+def test_deploy_now_overrides_the_window_and_says_so(bot_env: Databases, make_migrations, workdir: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    validated(bot_env, make_migrations, workdir)
+    opens = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3)
+    result = cli("deploy", "--now", "--log", "prod_deploy.log", "--config",
+                 windows_toml(workdir, window_at(opens, 600)), cwd=workdir, env={"STAGING_VALIDATION_PASSED": "true"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "deploying outside the deploy windows (--now): this override is logged" in result.stderr
+    assert "WARNING deploy-window: deployed outside the deploy windows with --now" in \
+        (workdir / "prod_deploy.log").read_text()
+    assert prod_versions(bot_env) == ["0001"]
+
+
+def test_deploy_wait_sleeps_until_the_window_opens_then_deploys(bot_env: Databases, make_migrations,
+                                                                workdir: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    validated(bot_env, make_migrations, workdir)
+    opens = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=4)
+    result = cli("deploy", "--wait", "--config", windows_toml(workdir, window_at(opens, 600)), cwd=workdir,
+                 env={"STAGING_VALIDATION_PASSED": "true"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.startswith("waiting for the deploy window ")
+    assert datetime.now(timezone.utc) >= opens and prod_versions(bot_env) == ["0001"]

@@ -68,3 +68,27 @@ def test_migrations_flag_overrides_file(tmp_path, monkeypatch) -> None:
     (tmp_path / "migrate-bot.toml").write_text("[migrations]\ndir = 'db'\n")
     assert config.load(None, migrations_dir="other").migrations.dir == "other"
     assert config.load(None).migrations.dir == "db"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ('[deploy]\nwindows = ["Tue-Thx 02:00-04:00"]',
+         'deploy.windows entry "Tue-Thx 02:00-04:00" is not understood'),
+        ('[deploy]\nfreezes = ["2026-12-20 .. 2026-12-01"]', 'deploy.freezes entry "2026-12-20 .. 2026-12-01"'),
+        ('[deploy]\ntimezone = "Mars/Olympus"', "deploy.timezone"),
+        ('[deploy]\non_window_close = "stop"', "Config key 'deploy.on_window_close' must be"),
+        ("[deploy]\nestimate_margin = 0.5", "Config key 'deploy.estimate_margin' must be at least 1."),
+        ("[deploy]\nquiet_wait_minutes = -1", "Config key 'deploy.quiet_wait_minutes' must not be negative."),
+    ],
+)
+def test_bad_deploy_windows_are_refused_at_start_up(text: str, sentence: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse_settings(text, "migrate-bot.toml")
+    assert sentence in str(err.value)
+
+
+def test_the_issue_example_windows_are_accepted() -> None:
+    s = config.parse_settings('[deploy]\nwindows = ["Tue-Thu 02:00-04:00 America/New_York", "Sat 01:00-05:00"]\n'
+                              'freezes = ["2026-12-20 00:00 .. 2027-01-04 00:00 Europe/Berlin"]\ntimezone = "UTC"\n')
+    assert s.deploy.windows[0] == "Tue-Thu 02:00-04:00 America/New_York" and s.deploy.on_window_close == "finish-current"
