@@ -357,8 +357,13 @@ def after_deploy(rt: Runtime, run: Run, report: Report) -> None:
 
 
 def remind(rt: Runtime, run_id: str) -> None:
+    """Once per deploy: a job that fires twice (a restart at the wrong moment) must not say it twice."""
     run = rt.store.get_run(run_id)
-    if run is None:
+    if run is None or run.data.get("reminded"):
+        return
+    try:
+        run = rt.lifecycle.update(run, data=dict(run.data, reminded=True))
+    except StaleRun:
         return
     held = (Report.from_json(run.report).facts.get("held") if run.report else None) or []
     rt.announcer.say(run, messages.CLEANUP_ELIGIBLE.format(migrations=", ".join(f"`{m}`" for m in held) or "the held",

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from apscheduler.job import Job
-from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED
@@ -101,6 +101,35 @@ class StateJobStore(BaseJobStore):
             self.store.remove_job(record.id)
 
 
+class _StoppableScheduler(BackgroundScheduler):
+    """APScheduler 3's BackgroundScheduler, made safe to stop at any moment.
+
+    Its shutdown wakes the loop, whose paused check does not cover a stopped
+    scheduler: it takes one more pass over the due jobs, submits them to
+    executors that are gone (an ERROR per job), and moves recurring jobs on
+    without running them. And a pass that was half done when shutdown began
+    hands a job to a worker but cannot remove its row any more, so the next
+    leader runs it again. Here a pass and the start of a shutdown exclude each
+    other: a pass in progress finishes (its job rows removed), then none starts.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._pass = threading.Lock()
+        self._stopping = False
+
+    def _process_jobs(self) -> float | None:
+        with self._pass:
+            if self._stopping:
+                return None
+            return super()._process_jobs()
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._pass:
+            self._stopping = True
+        super().shutdown(wait)
+
+
 class Scheduler:
     """The bot's sense of time: persisted one-off and recurring jobs, run by the elected leader only."""
 
@@ -114,7 +143,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self.leader = False
         pool = {"initializer": worker_init} if worker_init else {}
-        self.aps = BackgroundScheduler(
+        self.aps = _StoppableScheduler(
             jobstores={"default": StateJobStore(store)},
             executors={"default": ThreadPoolExecutor(4, pool_kwargs=pool)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},

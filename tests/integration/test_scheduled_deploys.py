@@ -413,3 +413,25 @@ def test_status_shows_the_schedule(make_bot) -> None:
     bot.runtime.executor.wait(timeout=WAIT_S)
     text = bot.shell.handle("/migrate status").text
     assert f"Scheduled: {deploy.id} deploys at {opens:%Y-%m-%d %H:%M} UTC" in text
+
+
+def test_windows_shows_the_quietest_hours_after_a_week_of_samples(make_bot) -> None:
+    from bot.runs.store import Sample
+
+    bot = make_bot(windows_=["daily 03:00-04:00 UTC"])
+    start = utcnow().replace(minute=0, second=0, microsecond=0) - timedelta(days=8)
+    xact = 0
+    for hour in range(8 * 24 + 1):
+        taken = start + timedelta(hours=hour)
+        xact += 100 if taken.hour == 4 else 5000  # 03:00-04:00 UTC (counted by the 04:00 sample) is quiet
+        bot.store.add_sample(Sample(traffic.SERIES, "prod", taken.isoformat(), {"xact": xact, "active": 1}))
+    text = bot.shell.handle("/migrate windows").text
+    assert "Quiet hours: shown after" not in text
+    quiet = traffic.quietest_hours(commands_samples(bot), windows.parse_calendar([], [], "UTC").tz)
+    assert quiet[0].hour == 3 and f"{quiet[0].label()}" in text, text
+
+
+def commands_samples(bot: Bot) -> list[traffic.Sample]:
+    from bot.runs.commands import traffic_samples
+
+    return traffic_samples(bot.store)

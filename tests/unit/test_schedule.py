@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
 from apscheduler.schedulers.base import STATE_STOPPED
 
 from bot.runs.schedule import LEADER_LEASE, Scheduler
@@ -127,7 +126,8 @@ def test_a_job_at_a_time_is_a_row_in_the_store(process: Callable[[str], Schedule
                                                ran: Ran) -> None:
     when = soon(3600)
     process("a").at("deploy:r-1", RECORD, when, ran.path, "deploy")
-    assert [(job.id, job.next_run_time) for job in SqliteStore(state_file).jobs()] == [("deploy:r-1", when.timestamp())]
+    rows = SqliteStore(state_file).jobs()
+    assert [(job.id, job.next_run_time) for job in rows] == [("deploy:r-1", when.timestamp())]
 
 
 def test_a_jobs_due_time_is_known(process: Callable[[str], Scheduler], ran: Ran) -> None:
@@ -137,8 +137,7 @@ def test_a_jobs_due_time_is_known(process: Callable[[str], Scheduler], ran: Ran)
     assert scheduler.due("deploy:r-1") == when
 
 
-def test_a_job_survives_a_restart_and_fires_there(process: Callable[[str], Scheduler],
-                                                  ran: Ran) -> None:
+def test_a_job_survives_a_restart_and_fires_there(process: Callable[[str], Scheduler], ran: Ran) -> None:
     before = process("a")  # never elected: it only stores the job
     before.at("deploy:r-1", RECORD, soon(0.3), ran.path, "deploy")
     before.stop()
@@ -155,8 +154,7 @@ def test_a_job_whose_time_passed_fires_when_its_scheduler_leads(process: Callabl
     assert fired(scheduler, ran) == ["a day late by a"]
 
 
-def test_a_fired_one_off_job_leaves_the_store(process: Callable[[str], Scheduler],
-                                              ran: Ran) -> None:
+def test_a_fired_one_off_job_leaves_the_store(process: Callable[[str], Scheduler], ran: Ran) -> None:
     scheduler = process("a")
     scheduler.elect()
     scheduler.at("deploy:r-1", RECORD, soon(), ran.path, "deploy")
@@ -177,8 +175,7 @@ def test_a_second_process_follows_while_the_leader_lives(process: Callable[[str]
     assert (follower.elect(), follower.running) == (False, False)
 
 
-def test_a_job_added_through_a_follower_is_a_row_in_the_store(process: Callable[[str], Scheduler],
-                                                              state_file: Path,
+def test_a_job_added_through_a_follower_is_a_row_in_the_store(process: Callable[[str], Scheduler], state_file: Path,
                                                               ran: Ran) -> None:
     process("a").elect()
     follower = process("b")
@@ -272,8 +269,10 @@ def test_a_job_that_fired_as_stop_began_leaves_no_row_to_fire_again(process: Cal
         wait_until(lambda: held(leader.aps._jobstores_lock))  # the pass has begun
         stopping = threading.Thread(target=leader.stop)
         stopping.start()
-        wait_until(lambda: leader.aps.state == STATE_STOPPED)
+        stopping.join(timeout=0.5)
+        assert stopping.is_alive()  # stop waits for the pass in progress instead of cutting it short
     stopping.join(timeout=10)
+    assert not stopping.is_alive() and leader.aps.state == STATE_STOPPED
     wait_until(lambda: ran.lines() != [])
     assert [job.id for job in SqliteStore(state_file).jobs()] == []
 
@@ -281,8 +280,7 @@ def test_a_job_that_fired_as_stop_began_leaves_no_row_to_fire_again(process: Cal
 # --- recurring jobs and cancelling ---------------------------------------------------------------
 
 
-def test_every_keeps_an_existing_jobs_phase(process: Callable[[str], Scheduler],
-                                            ran: Ran) -> None:
+def test_every_keeps_an_existing_jobs_phase(process: Callable[[str], Scheduler], ran: Ran) -> None:
     before = process("a")
     before.every("sample", RECORD, seconds=3600, args=(ran.path, "sample"))
     due = before.due("sample")
@@ -314,6 +312,10 @@ def test_a_cancelled_job_never_fires(process: Callable[[str], Scheduler], ran: R
 # --- jobs that can no longer be restored ---------------------------------------------------------
 
 
+def _not_a_pickle(process: Callable[[str], Scheduler], path: str) -> bytes:
+    return b"not a pickle"
+
+
 def _gone_function(process: Callable[[str], Scheduler], path: str) -> bytes:
     """A job's state as an older bot stored it, naming a function this bot no longer has."""
     older = process("older")
@@ -324,35 +326,36 @@ def _gone_function(process: Callable[[str], Scheduler], path: str) -> bytes:
     return pickle.dumps(dict(state, func="tests.unit.test_schedule:no_such_job"), pickle.HIGHEST_PROTOCOL)
 
 
-@pytest.mark.parametrize(
-    "broken, error",
-    [
-        pytest.param(lambda process, path: b"not a pickle", "UnpicklingError", id="not-a-pickle"),
-        pytest.param(_gone_function, "LookupError", id="its-function-is-gone"),
-    ],
-)
-def test_a_job_that_cannot_be_restored_is_dropped_with_a_log_line(
-        process: Callable[[str], Scheduler], ran: Ran, caplog: pytest.LogCaptureFixture,
-        broken: Callable[..., bytes], error: str) -> None:
+UNRESTORABLE = {  # how a stored job can no longer be restored -> the error its log line names
+    "not-a-pickle": (_not_a_pickle, "UnpicklingError"),
+    "its-function-is-gone": (_gone_function, "LookupError"),
+}
+
+
+@pytest.fixture(params=list(UNRESTORABLE))
+def unrestorable(request: pytest.FixtureRequest, process: Callable[[str], Scheduler], state_file: Path,
+                 ran: Ran) -> str:
+    """A job row ``broken``, due now, that cannot be restored; returns the error its log line names."""
+    make, error = UNRESTORABLE[request.param]
+    store = SqliteStore(state_file)
+    store.put_job(JobRecord("broken", soon(-1).timestamp(), make(process, ran.path)))
+    store.db.conn.close()
+    return error
+
+
+def test_a_job_that_cannot_be_restored_is_dropped_with_a_log_line(process: Callable[[str], Scheduler],
+                                                                  unrestorable: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     scheduler = process("a")
-    scheduler.store.put_job(JobRecord("broken", soon(-1).timestamp(), broken(process, ran.path)))
     with caplog.at_level(logging.ERROR, logger="bot.runs.schedule"):
         scheduler.elect()
         wait_until(lambda: scheduler.store.get_job("broken") is None)
-    assert caplog.messages == [f"dropping scheduled job broken that can no longer be restored ({error})"]
+    assert caplog.messages == [f"dropping scheduled job broken that can no longer be restored ({unrestorable})"]
 
 
-@pytest.mark.parametrize(
-    "broken",
-    [
-        pytest.param(lambda process, path: b"not a pickle", id="not-a-pickle"),
-        pytest.param(_gone_function, id="its-function-is-gone"),
-    ],
-)
-def test_a_job_that_cannot_be_restored_does_not_stop_the_scheduler(
-        process: Callable[[str], Scheduler], ran: Ran, broken: Callable[..., bytes]) -> None:
+def test_a_job_that_cannot_be_restored_does_not_stop_the_scheduler(process: Callable[[str], Scheduler],
+                                                                   unrestorable: str, ran: Ran) -> None:
     scheduler = process("a")
-    scheduler.store.put_job(JobRecord("broken", soon(-1).timestamp(), broken(process, ran.path)))
     scheduler.elect()
     wait_until(lambda: scheduler.store.get_job("broken") is None)
     scheduler.at("after", RECORD, soon(), ran.path, "after")

@@ -15,7 +15,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -49,8 +49,8 @@ def dead(*owners: str) -> OwnerCheck:
     return lambda owner: owner not in owners
 
 
-def a_run(kind: Kind = Kind.VALIDATE, state: State = State.REQUESTED, **facts: object) -> Run:
-    return Run(id=new_run_id(), kind=kind, state=state, requested_by="U1", channel="C1", **facts)  # type: ignore[arg-type]
+def a_run(kind: Kind = Kind.VALIDATE, state: State = State.REQUESTED, **facts: Any) -> Run:
+    return Run(id=new_run_id(), kind=kind, state=state, requested_by="U1", channel="C1", **facts)
 
 
 def claim(store: StateStore, run: Run, owner: str, alive: OwnerCheck = everyone_alive) -> Lease | None:
