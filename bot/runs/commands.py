@@ -96,13 +96,20 @@ class Commands:
             return self.reject(run.id, user)
         return None
 
-    def approve(self, run_id: str, user: str) -> Reply:
-        rt = self.rt
-        run = rt.store.get_run(run_id)
+    def _approvable(self, run_id: str, too_late: str) -> Run | Reply:
+        """The run an approval or a revocation is about, or the reply saying why there is none."""
+        run = self.rt.store.get_run(run_id)
         if run is None:
             return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
         if run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
-            return self._tell(run, messages.APPROVE_WRONG_STATE.format(run_id=run.id, state=run.state.value), False)
+            return self._tell(run, too_late.format(run_id=run.id, state=run.state.value), False)
+        return run
+
+    def approve(self, run_id: str, user: str) -> Reply:
+        rt = self.rt
+        run = self._approvable(run_id, messages.APPROVE_WRONG_STATE)
+        if isinstance(run, Reply):
+            return run
         decision = policy.may_approve(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return self._tell(run, decision.reason, False)
@@ -139,11 +146,9 @@ class Commands:
 
     def revoke(self, run_id: str, user: str) -> Reply:
         rt = self.rt
-        run = rt.store.get_run(run_id)
-        if run is None:
-            return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
-        if run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
-            return self._tell(run, messages.REVOKE_TOO_LATE.format(run_id=run.id), False)
+        run = self._approvable(run_id, messages.REVOKE_TOO_LATE)
+        if isinstance(run, Reply):
+            return run
         if not rt.store.revoke_approval(run.id, user):
             return Reply(False, "", run)  # a reaction that never counted: nothing to say
         p = rt.settings.policy

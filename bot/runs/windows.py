@@ -31,7 +31,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bot.errors import ConfigError
@@ -54,6 +54,7 @@ _CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
 _DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 
 _Span = tuple[datetime, datetime, str]
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass(frozen=True)
@@ -126,22 +127,21 @@ def parse_calendar(windows: list[str], freezes: list[str], timezone: str = "UTC"
 
 def parse_window(text: str, default_tz: ZoneInfo) -> Window:
     """One ``deploy.windows`` entry; a ConfigError quotes it and says what is wrong with it."""
-    if not isinstance(text, str):
-        raise ConfigError(f"deploy.windows entry {text!r} is not a string.", WINDOW_EXPECTED)
-    try:
-        return _parse_window(text, default_tz)
-    except _Unclear as why:
-        raise ConfigError(f'deploy.windows entry "{text}" is not understood: {why}.', WINDOW_EXPECTED) from None
+    return _entry("deploy.windows", text, lambda: _parse_window(text, default_tz), WINDOW_EXPECTED)
 
 
 def parse_freeze(text: str, default_tz: ZoneInfo) -> Freeze:
     """One ``deploy.freezes`` entry; a ConfigError quotes it and says what is wrong with it."""
+    return _entry("deploy.freezes", text, lambda: _parse_freeze(text, default_tz), FREEZE_EXPECTED)
+
+
+def _entry(key: str, text: object, parse: Callable[[], _Parsed], expected: str) -> _Parsed:
     if not isinstance(text, str):
-        raise ConfigError(f"deploy.freezes entry {text!r} is not a string.", FREEZE_EXPECTED)
+        raise ConfigError(f"{key} entry {text!r} is not a string.", expected)
     try:
-        return _parse_freeze(text, default_tz)
+        return parse()
     except _Unclear as why:
-        raise ConfigError(f'deploy.freezes entry "{text}" is not understood: {why}.', FREEZE_EXPECTED) from None
+        raise ConfigError(f'{key} entry "{text}" is not understood: {why}.', expected) from None
 
 
 def _default_zone(name: str) -> ZoneInfo:
