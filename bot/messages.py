@@ -115,3 +115,5 @@ CLI_OVERRIDE = "deployed outside the deploy windows with --now (an override, log
 SCHEDULE_AT = "deploys at {when}"
 SCHEDULE_ON_COMMAND = "deploys on command"
 SCHEDULE_NONE_FITS = "no window is long enough"
+ESTIMATE_UNKNOWN = ("about {seconds:.0f} s (the floor times the margin: the bot could not measure this deploy's size "
+                    "({error}), so check the window is long enough)")

@@ -227,8 +227,8 @@ def plan(rt: Runtime, run_id: str, *, because: str = "", after: datetime | None 
         return None
     now = rt.now()
     if "estimate_s" not in run.data:
-        estimate = rt.workflow.estimate(rt.settings, rt.store, run)
-        run = rt.lifecycle.update(run, data=dict(run.data, estimate_s=estimate.seconds, estimate=estimate.explain()))
+        seconds, text = _estimate(rt, run)
+        run = rt.lifecycle.update(run, data=dict(run.data, estimate_s=seconds, estimate=text))
     slot = choose_slot(rt.calendar, now, float(run.data["estimate_s"]), after=after)
     unschedule(rt, run)
     data = {k: v for k, v in run.data.items() if k not in ("waiting_since", "window_end", "job_id")}
@@ -247,6 +247,18 @@ def plan(rt: Runtime, run_id: str, *, because: str = "", after: datetime | None 
     rt.scheduler.at(job_id, DEPLOY_JOB, slot.start, run.id)
     rt.announcer.say(run, slot_text(run, slot, run.data["estimate"], because=because))
     return run
+
+
+def _estimate(rt: Runtime, run: Run) -> tuple[float, str]:
+    """The deploy's estimated duration and its explanation; a failure to measure still gives a plan."""
+    try:
+        found = rt.workflow.estimate(rt.settings, rt.store, run)
+        return found.seconds, found.explain()
+    except Exception as exc:  # noqa: BLE001 - an approved deploy must get a slot (or a sentence), never silence
+        d = rt.settings.deploy
+        log.warning("estimating %s failed: %s", run.id, type(exc).__name__)
+        seconds = d.estimate_floor_s * d.estimate_margin
+        return seconds, messages.ESTIMATE_UNKNOWN.format(seconds=seconds, error=type(exc).__name__)
 
 
 def unschedule(rt: Runtime, run: Run) -> None:
@@ -306,7 +318,8 @@ def _go(rt: Runtime, run: Run, d: FireDecision) -> Run | None:
 
     unschedule(rt, run)
     data = {k: v for k, v in run.data.items() if k not in ("waiting_since", "job_id")}
-    run = rt.lifecycle.update(run, data=data)
+    summary = f"deploying; the window closes at {_hhmm(d.deadline)}" if d.deadline else "deploying"
+    run = rt.lifecycle.update(run, data=data, summary=summary)
     started = execution.start_deploy(rt, run, deadline_iso=_iso(d.deadline))
     if not isinstance(started, Run):  # prod was taken between the look and the claim: decide again with that
         f = replace(facts(rt, run), busy=messages.FIRE_PROD_HELD.format(holder=started.run_id))

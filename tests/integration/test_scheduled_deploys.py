@@ -435,3 +435,29 @@ def commands_samples(bot: Bot) -> list[traffic.Sample]:
     from bot.runs.commands import traffic_samples
 
     return traffic_samples(bot.store)
+
+
+def test_a_deploy_whose_size_cannot_be_measured_still_gets_a_slot_and_says_why(bot_env, make_migrations) -> None:
+    from bot.runs.steps import Steps
+
+    class Unmeasurable(Steps):
+        def estimate(self, settings, store, run):
+            raise RuntimeError("catalog unreadable")
+
+    bot_env.both(SEED)
+    make_migrations(ONE)
+    opens = utcnow().replace(microsecond=0) + timedelta(hours=2)
+    settings = settings_with(bot_env, windows_=[window(opens, 600)], estimate_floor_s=60.0)
+    out = io.StringIO()
+    runtime = Runtime(settings, create_runtime(settings, ShellAnnouncer(out=out)).store, ShellAnnouncer(out=out),
+                      workflow=Unmeasurable())
+    shell = Shell(runtime, user=REQUESTER, out=out)
+    try:
+        shell.handle("/migrate validate")
+        deploy = runtime.store.latest_run(Kind.DEPLOY)
+        shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
+        run = runtime.store.get_run(deploy.id)
+        assert run.scheduled_for == opens.isoformat() and run.data["estimate_s"] == 90.0
+        assert messages.ESTIMATE_UNKNOWN.format(seconds=90.0, error="RuntimeError") in out.getvalue()
+    finally:
+        runtime.stop()
