@@ -56,6 +56,11 @@ class Gate:
     migration_budget_s: float = 180.0
     perf_regression_pct: float = 20.0
     perf_queries: int = 20  # prod's top N queries (pg_stat_statements) re-planned on staging; 0 = off
+    perf_min_calls: int = 50  # a statement with fewer calls on prod is not hot
+    perf_measure: bool = True  # also run the hot statements before/after on staging (A/B), not only plan them
+    perf_samples: int = 7  # paired before/after executions per statement (twice as many when re-measured)
+    perf_statement_timeout_s: float = 5.0  # one measured execution longer than this is cut off (and said)
+    perf_workload: str = "perf/workload.sql"  # pinned statements, relative to the migrations folder; optional
     lint: bool = True
 
 
@@ -81,6 +86,19 @@ class Refresh:
     mask: list[str] = field(default_factory=list)  # "table.column" (or "schema.table.column")
     jobs: int = 0  # 0 = choose from the catalog
     staging_maintenance_db: str = "postgres"
+
+
+@dataclass(frozen=True)
+class Digest:
+    channel: str = ""  # where the daily pg_stat_statements digest goes; empty = no scheduled digest
+    at: str = "09:00"  # local time of day (HH:MM)
+    timezone: str = "UTC"
+    databases: list[str] = field(default_factory=lambda: ["prod"])  # environments: prod, staging
+    top: int = 10  # statements listed by total time
+    regression_pct: float = 20.0  # mean time up more than this (with enough calls) is a regression
+    min_calls: int = 50  # calls in the period for a statement's mean to count
+    snapshot_minutes: int = 60  # pg_stat_statements snapshots into the state store; 0 = only when a digest is made
+    keep_days: int = 35  # snapshots older than this are pruned
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,7 @@ class Settings:
     gate: Gate = field(default_factory=Gate)
     deploy: Deploy = field(default_factory=Deploy)
     refresh: Refresh = field(default_factory=Refresh)
+    digest: Digest = field(default_factory=Digest)
     state: State = field(default_factory=State)
     slack: Slack = field(default_factory=Slack)
     policy: Policy = field(default_factory=Policy)
@@ -192,6 +211,7 @@ def _validate(settings: Settings) -> None:
     if settings.policy.approvals_required < 1:
         raise ConfigError("Config key 'policy.approvals_required' must be at least 1.", "")
     _validate_deploy(settings.deploy)
+    _validate_digest(settings.digest)
     for column in settings.refresh.mask:
         if column.count(".") not in (1, 2):
             raise ConfigError(
@@ -213,6 +233,26 @@ def _validate_deploy(deploy: Deploy) -> None:
                 "estimate_floor_s"):
         if getattr(deploy, key) < 0:
             raise ConfigError(f"Config key 'deploy.{key}' must not be negative.", "")
+
+
+def _validate_digest(digest: Digest) -> None:
+    import re
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", digest.at):
+        raise ConfigError(f"Config key 'digest.at' must be a time of day as HH:MM, not {digest.at!r}.", "Try \"09:00\".")
+    try:
+        ZoneInfo(digest.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"Config key 'digest.timezone' must be an IANA time zone, not {digest.timezone!r}.",
+                          'e.g. "Europe/Berlin" or "UTC".') from None
+    unknown = [d for d in digest.databases if d not in ("prod", "staging")]
+    if unknown or not digest.databases:
+        raise ConfigError(f"Config key 'digest.databases' must list prod and/or staging, not {digest.databases!r}.",
+                          "")
+    for key in ("top", "min_calls", "snapshot_minutes", "keep_days"):
+        if getattr(digest, key) < 0:
+            raise ConfigError(f"Config key 'digest.{key}' must not be negative.", "")
 
 
 def find_config_file(explicit: str | None) -> Path | None:
