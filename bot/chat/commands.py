@@ -15,6 +15,7 @@ answered with one sentence saying exactly what was wrong instead of a crash.
     /migrate triage <run-id>
     /migrate history
     /migrate windows
+    /migrate digest [prod|staging]
     /migrate unblock
 
 Run ids look like ``r-3f9a1c02`` (``r-`` + 8 to 64 lowercase hex digits); the
@@ -67,6 +68,11 @@ HELP: list[tuple[str, str, str]] = [
     ),
     ("/migrate history", "List recent runs with their ids, results and who started them.", "/migrate history"),
     (
+        "/migrate digest [prod|staging]",
+        "Post the pg_stat_statements digest here: top statements, new ones, regressions, and since the last deploy.",
+        "/migrate digest",
+    ),
+    (
         "/migrate windows",
         "Show the next deploy windows and, after a week of samples, prod's quietest hours beside them.",
         "/migrate windows",
@@ -100,6 +106,7 @@ _ARITY: dict[str, _Arity] = {
     "triage": _Arity(1, 1, "run id"),
     "history": _Arity(),
     "windows": _Arity(),
+    "digest": _Arity(0, 1, "database"),
     "unblock": _Arity(),
 }
 assert set(_ARITY) == set(COMMANDS), "every command in HELP needs an arity, and vice versa"
@@ -126,6 +133,7 @@ class Command:
     ref: str | None = None
     run_id: str | None = None
     now: bool = False  # `deploy … now`: outside the deploy windows (an override)
+    database: str | None = None  # `digest [prod|staging]`
     error: str | None = None
     suggestion: str | None = None
 
@@ -165,6 +173,8 @@ def _parse(text: str | None) -> Command:
         return Command(verb)
     if arity.kind == "ref":
         return _with_ref(verb, args[0])
+    if arity.kind == "database":
+        return _with_database(verb, args[0])
     return _with_run_id(verb, args[0])
 
 
@@ -187,6 +197,16 @@ def _with_now(command: Command) -> Command:
     if not command.ok:
         return command
     return Command(command.name, args=(*command.args, "now"), run_id=command.run_id, now=True)
+
+
+DATABASES: Final = ("prod", "staging")
+
+
+def _with_database(verb: str, word: str) -> Command:
+    name = _verb(word)
+    if name not in DATABASES:
+        return _invalid(f"`{_echo(word)}` is not a database I know; say `prod` or `staging`.", args=(word,))
+    return Command(verb, args=(name,), database=name)
 
 
 def _with_ref(verb: str, ref: str) -> Command:
@@ -248,7 +268,7 @@ def _too_many(verb: str, arity: _Arity, args: tuple[str, ...]) -> str:
     got = f"got {len(args)}: `{_echo(' '.join(args))}`"
     if arity.max_args == 0:
         return f"`/migrate {verb}` takes no arguments, but {got}."
-    what = "git ref" if arity.kind == "ref" else "run id"
+    what = {"ref": "git ref", "database": "database"}.get(arity.kind or "", "run id")
     if arity.min_args == arity.max_args:
         return f"`/migrate {verb}` takes exactly one {what}, but {got}."
     return f"`/migrate {verb}` takes at most one {what}, but {got}."

@@ -194,7 +194,8 @@ def test_error_sentences_do_not_echo_backticks_or_unbounded_text() -> None:
 
 def test_help_table_covers_every_command_once() -> None:
     assert sorted(COMMANDS) == sorted(
-        ["help", "validate", "refresh", "deploy", "status", "cancel", "triage", "history", "windows", "unblock"]
+        ["help", "validate", "refresh", "deploy", "status", "cancel", "triage", "history", "digest", "windows",
+         "unblock"]
     )
     assert len(HELP) == len(set(COMMANDS))
 
@@ -297,3 +298,18 @@ def test_deploy_without_now_is_not_an_override() -> None:
 def test_windows_takes_no_arguments() -> None:
     assert parse("windows").name == "windows"
     assert parse("windows next").error == "`/migrate windows` takes no arguments, but got 1: `next`."
+
+
+@pytest.mark.parametrize(("text", "database"), [("digest", None), ("digest prod", "prod"), ("digest STAGING", "staging")])
+def test_digest_names_an_optional_database(text: str, database: str | None) -> None:
+    command = parse(text)
+    assert (command.name, command.database) == ("digest", database)
+
+
+def test_digest_of_an_unknown_database_says_which_exist() -> None:
+    assert parse("digest reporting").error == "`reporting` is not a database I know; say `prod` or `staging`."
+
+
+def test_digest_takes_at_most_one_database() -> None:
+    assert parse("digest prod staging").error == ("`/migrate digest` takes at most one database, but got 2: "
+                                                  "`prod staging`.")

@@ -626,3 +626,27 @@ def test_concurrent_claims_from_separate_connections_have_exactly_one_winner(tmp
     winners = [run_id for run_id, lease in leases.items() if lease is not None and lease.run_id == run_id]
     states = sorted(SqliteStore(path).get_run(run.id).state for run in runs)
     assert (len(leases), len(winners), states) == (8, 1, [State.REQUESTED] * 7 + [State.RUNNING])
+
+
+def test_the_last_sample_before_a_moment_is_the_newest_not_after_it(store: StateStore) -> None:
+    for taken_at in ("2026-01-05T03:00:00+00:00", "2026-01-05T04:00:00+00:00", "2026-01-05T05:00:00+00:00"):
+        store.add_sample(a_sample(taken_at))
+    found = store.last_sample("traffic", "prod", before=datetime(2026, 1, 5, 4, 30, tzinfo=timezone.utc))
+    assert found is not None and found.taken_at == "2026-01-05T04:00:00+00:00"
+    assert store.last_sample("traffic", "prod", before=datetime(2026, 1, 5, 2, tzinfo=timezone.utc)) is None
+
+
+def test_the_first_sample_after_a_moment_is_the_oldest_not_before_it(store: StateStore) -> None:
+    for taken_at in ("2026-01-05T03:00:00+00:00", "2026-01-05T04:00:00+00:00"):
+        store.add_sample(a_sample(taken_at))
+    found = store.first_sample("traffic", "prod", after=datetime(2026, 1, 5, 3, 30, tzinfo=timezone.utc))
+    assert found is not None and found.taken_at == "2026-01-05T04:00:00+00:00"
+
+
+def test_pruning_drops_only_older_samples_of_that_series_and_source(store: StateStore) -> None:
+    for sample in (a_sample("2026-01-01T00:00:00+00:00"), a_sample("2026-01-09T00:00:00+00:00"),
+                   a_sample("2026-01-01T00:00:00+00:00", series="pgss")):
+        store.add_sample(sample)
+    assert store.prune_samples("traffic", "prod", before=datetime(2026, 1, 5, tzinfo=timezone.utc)) == 1
+    assert [s.taken_at for s in store.samples("traffic", "prod")] == ["2026-01-09T00:00:00+00:00"]
+    assert len(store.samples("pgss", "prod")) == 1

@@ -331,13 +331,31 @@ class SqliteStore:
             self.db["samples"].insert({"series": sample.series, "source": sample.source, "taken_at": sample.taken_at,
                                        "data": json.dumps(sample.data)})
 
+    def last_sample(self, series: str, source: str, *, before: datetime) -> Sample | None:
+        """The newest sample taken at or before ``before`` (one row: snapshots can be large)."""
+        found = self._rows("samples", "series = ? AND source = ? AND taken_at <= ?",
+                           [series, source, before.astimezone(timezone.utc).isoformat()], order_by="taken_at desc",
+                           limit=1)
+        return _sample(found[0]) if found else None
+
+    def first_sample(self, series: str, source: str, *, after: datetime) -> Sample | None:
+        """The oldest sample taken at or after ``after``."""
+        found = self._rows("samples", "series = ? AND source = ? AND taken_at >= ?",
+                           [series, source, after.astimezone(timezone.utc).isoformat()], order_by="taken_at",
+                           limit=1)
+        return _sample(found[0]) if found else None
+
+    def prune_samples(self, series: str, source: str, *, before: datetime) -> int:
+        with self._write():
+            return self.db.execute("DELETE FROM samples WHERE series = ? AND source = ? AND taken_at < ?",
+                                   [series, source, before.astimezone(timezone.utc).isoformat()]).rowcount
+
     def samples(self, series: str, source: str, *, since: datetime | None = None) -> list[Sample]:
         where, args = "series = ? AND source = ?", [series, source]
         if since is not None:
             where += " AND taken_at >= ?"
             args.append(since.astimezone(timezone.utc).isoformat())
-        return [Sample(series=r["series"], source=r["source"], taken_at=r["taken_at"], data=json.loads(r["data"]))
-                for r in self._rows("samples", where, args, order_by="taken_at")]
+        return [_sample(r) for r in self._rows("samples", where, args, order_by="taken_at")]
 
 
 class _Moved(Exception):
@@ -363,6 +381,10 @@ class _Transaction:
                 self.store.db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+def _sample(row: dict[str, Any]) -> Sample:
+    return Sample(series=row["series"], source=row["source"], taken_at=row["taken_at"], data=json.loads(row["data"]))
 
 
 def _row(run: Run) -> dict[str, Any]:
