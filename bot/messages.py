@@ -117,3 +117,5 @@ SCHEDULE_ON_COMMAND = "deploys on command"
 SCHEDULE_NONE_FITS = "no window is long enough"
 ESTIMATE_UNKNOWN = ("about {seconds:.0f} s (the floor times the margin: the bot could not measure this deploy's size "
                     "({error}), so check the window is long enough)")
+RUN_MOVED_ON = ("{run_id} changed while your command was being handled (someone else moved it at the same "
+                "moment). `/migrate status {run_id}` shows where it is now.")

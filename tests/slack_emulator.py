@@ -39,6 +39,7 @@ import hmac
 import itertools
 import json
 import logging
+import secrets
 import re
 import threading
 import time
@@ -1279,6 +1280,14 @@ def signed_request(signing_secret: str, body: bytes | str, timestamp: int | str 
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
+_triggers = itertools.count(1)
+
+
+def new_trigger_id(team_id: str = DEFAULT_TEAM) -> str:
+    """Unique per invocation, as Slack's are (``13345224609.738474920.8088930838d88f008e0``)."""
+    return f"{int(time.time())}.{next(_triggers)}.{team_id}.{secrets.token_hex(8)}"
+
+
 def slash_command_body(
     command: str = "/migrate",
     text: str = "",
@@ -1307,7 +1316,7 @@ def slash_command_body(
             "api_app_id": api_app_id,
             "is_enterprise_install": "false",
             "response_url": response_url or UNSET_RESPONSE_URL,
-            "trigger_id": trigger_id or f"{int(time.time())}.{team_id}.trigger",
+            "trigger_id": trigger_id or new_trigger_id(team_id),
         }
     ).encode()
 
@@ -1426,7 +1435,7 @@ def block_action_body(
         "api_app_id": api_app_id,
         "token": "verification-token-unused",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": trigger_id or f"{int(time.time())}.{team_id}.trigger",
+        "trigger_id": trigger_id or new_trigger_id(team_id),
         "team": {"id": team_id, "domain": "test"},
         "channel": {"id": channel, "name": channel.lower()},
         "message": {"type": "message", "user": "U_BOT", "ts": message_ts, "text": message_text},

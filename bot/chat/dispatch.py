@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from bot import messages
 from bot.chat import commands as cmd
 from bot.runs.announcer import Reply
 from bot.runs.commands import Commands
+from bot.runs.lifecycle import StaleRun
 from bot.runs.model import Kind
 from bot.runs.runtime import Runtime
 
 
 def dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -> Reply:
-    """A parsed command -> one call in ``bot.runs.commands``."""
+    """A parsed command -> one call in ``bot.runs.commands``; a run that moved meanwhile is a sentence."""
+    try:
+        return _dispatch(runtime, command, user, channel)
+    except StaleRun:  # two people (or a replay) moved the same run at once: the other one won
+        return Reply(False, messages.RUN_MOVED_ON.format(run_id=command.run_id or "that run"))
+
+
+def _dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -> Reply:
     commands = Commands(runtime)
     name = command.name
     if name == "validate":

@@ -3,7 +3,8 @@
 bolt's built-in development server handles one request at a time; Slack
 expects an ack within 3 s even while other requests are in flight, so each
 request gets its own thread here. Signature checks stay bolt's: every body
-goes through ``app.dispatch`` unchanged.
+goes through ``app.dispatch`` unchanged. The body's size is checked before a
+byte of it is read, so no request can make the process read without bound.
 """
 
 from __future__ import annotations
@@ -24,6 +25,23 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128
+
+
+def body_length(content_length: str | None, transfer_encoding: str | None) -> tuple[int, int]:
+    """(bytes to read, 0) for a body we accept, else (0, HTTP status): decided before reading anything.
+
+    Slack always sends a Content-Length. A missing, negative or non-numeric
+    one, or a chunked body, would have us read until the peer stops — an
+    attacker's stream of any size — so they are refused, as is anything
+    over the limit (413).
+    """
+    if transfer_encoding and transfer_encoding.strip().lower() != "identity":
+        return 0, 411
+    text = (content_length or "").strip()
+    if not text.isdigit():  # also refuses "-1", "+5", "1e3" and an absent header
+        return 0, 411 if not text else 400
+    length = int(text)
+    return (0, 413) if length > MAX_BODY else (length, 0)
 
 
 def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = "/slack/events") -> ThreadingHTTPServer:
@@ -48,10 +66,14 @@ def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = "
 
         def do_POST(self) -> None:
             url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            if url.path != path or length > MAX_BODY:
-                return self._send(404 if url.path != path else 413, b"")
-            body = self.rfile.read(length).decode("utf-8")
+            if url.path != path:
+                self.close_connection = True
+                return self._send(404, b"")
+            length, refusal = body_length(self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding"))
+            if refusal:
+                self.close_connection = True  # the unread body must not be taken for the next request
+                return self._send(refusal, b"")
+            body = self.rfile.read(length).decode("utf-8", errors="replace")
             request = BoltRequest(body=body, query=url.query, headers={k.lower(): [v] for k, v in self.headers.items()})
             response = app.dispatch(request)
             headers = {k: v[0] if isinstance(v, list) else v for k, v in response.headers.items()}

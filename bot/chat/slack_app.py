@@ -203,20 +203,54 @@ def _not_the_unused_token_warning(record: logging.LogRecord) -> bool:
     return "`token` will be unused" not in record.getMessage()
 
 
+def _without_bodies(record: logging.LogRecord) -> bool:
+    """Request bodies never reach a log: bolt logs them at INFO (bad signatures, unhandled requests) and DEBUG,
+    and a body can carry whatever a person typed, secrets included. The sentence stays; the body goes."""
+    message = record.getMessage()
+    for marker in ("body: ", "request body", "({'", '({"'):
+        at = message.find(marker)
+        if at >= 0:
+            record.msg, record.args = message[:at] + "(request body not logged)", None
+            break
+    return True
+
+
+def bolt_logger() -> logging.Logger:
+    """The logger bolt writes through (all of its loggers, when passed to App): no bodies, no token warning."""
+    logger = logging.getLogger("bot.chat.bolt")
+    for wanted in (_not_the_unused_token_warning, _without_bodies):
+        if wanted not in logger.filters:
+            logger.addFilter(wanted)
+    return logger
+
+
+def first_delivery(store: StateStore, body: dict, request: Any) -> bool:
+    """Slack retries, and an attacker may replay a signed request within its 5 minutes: each is handled once.
+
+    Events carry an event_id; slash commands and interactive payloads carry a
+    trigger_id; failing that, a request's signature and timestamp identify it.
+    """
+    key = body.get("event_id") or body.get("trigger_id")
+    if not key and request is not None:
+        headers = request.headers or {}
+        signature = (headers.get("x-slack-signature") or [""])[0]
+        stamp = (headers.get("x-slack-request-timestamp") or [""])[0]
+        key = f"{signature}:{stamp}" if signature else ""
+    return store.first_time(key or "")
+
+
 def build_app(settings: Settings, runtime: Runtime, client: WebClient, signing_secret: str,
               pool: ThreadPoolExecutor) -> App:
-    bolt_log = logging.getLogger("slack_bolt.App")
-    if _not_the_unused_token_warning not in bolt_log.filters:
-        bolt_log.addFilter(_not_the_unused_token_warning)
-    app = App(client=client, signing_secret=signing_secret, process_before_response=False)
+    app = App(client=client, signing_secret=signing_secret, process_before_response=False, logger=bolt_logger())
     store = runtime.store
     commands = Commands(runtime)
 
     @app.command("/migrate")
-    def on_migrate(ack: Callable, command: dict) -> None:
+    def on_migrate(ack: Callable, command: dict, body: dict, request: Any) -> None:
         ack()
-        pool.submit(_answer, runtime, responder(command["response_url"]), command.get("text", ""),
-                    command["user_id"], command["channel_id"])
+        if first_delivery(store, body, request):
+            pool.submit(_answer, runtime, responder(command["response_url"]), command.get("text", ""),
+                        command["user_id"], command["channel_id"])
 
     @app.event("reaction_added")
     def on_reaction_added(event: dict, body: dict) -> None:
@@ -229,14 +263,16 @@ def build_app(settings: Settings, runtime: Runtime, client: WebClient, signing_s
             pool.submit(_react, commands, event, False)
 
     @app.action("approve")
-    def on_approve(ack: Callable, body: dict, action: dict) -> None:
+    def on_approve(ack: Callable, body: dict, action: dict, request: Any) -> None:
         ack()
-        pool.submit(commands.approve, action["value"], body["user"]["id"])
+        if first_delivery(store, body, request):
+            pool.submit(commands.approve, action["value"], body["user"]["id"])
 
     @app.action("reject")
-    def on_reject(ack: Callable, body: dict, action: dict) -> None:
+    def on_reject(ack: Callable, body: dict, action: dict, request: Any) -> None:
         ack()
-        pool.submit(commands.reject, action["value"], body["user"]["id"])
+        if first_delivery(store, body, request):
+            pool.submit(commands.reject, action["value"], body["user"]["id"])
 
     @app.event("app_home_opened")
     def on_home_opened(event: dict) -> None:

@@ -149,6 +149,115 @@ def test_no_secret_reaches_slack_files_or_logs(make_bot: BotFactory, caplog: pyt
     assert "RESULT deploy: PASS" in places["uploaded files"]
     assert "FAILED migration.0003_orders_user_fk_validate" in places["uploaded files"]
     assert len(calls) > 20 and len(caplog.records) > 20
-    assert {"slack_sdk", "slack_bolt", "bot"} <= {r.name.split(".")[0] for r in caplog.records}
+    assert {"slack_sdk", "bot"} <= {r.name.split(".")[0] for r in caplog.records}
+    assert any(r.name == "bot.chat.bolt" for r in caplog.records)  # bolt's own logging, through our filter
     assert deploy.id in places["the bot's state files"]
     assert DEPLOYS in places["call arguments"]
+
+
+# -- a hostile HTTP front ----------------------------------------------------------------------------
+
+
+def raw_post(url: str, head: str, body_chunks: int = 0, chunk: bytes = b"x" * 65536) -> tuple[int, int]:
+    """Send a hand-made request (headers as given), then stream ``body_chunks`` chunks while the answer comes.
+
+    Returns (status, bytes of body the bot let us send before it answered and closed). A bot that reads an
+    unbounded body would keep accepting bytes; one that refuses before reading closes after answering.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    sent = 0
+    try:
+        sock.sendall(head.format(path=parts.path).encode())
+        for _ in range(body_chunks):
+            try:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sock.settimeout(0.001)
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break  # the answer is here: the bot did not wait for the body
+            except (BlockingIOError, TimeoutError, socket.timeout):
+                pass
+            finally:
+                sock.settimeout(30)
+        answer = sock.recv(4096).decode("latin-1")
+    finally:
+        sock.close()
+    return int(answer.split()[1]), sent
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.parametrize(("length", "status"), [("-1", 400), ("abc", 400), ("99999999999", 413)])
+def test_a_bad_content_length_is_refused_before_the_body_is_read(slack_bot: BotDriver, length: str,
+                                                                  status: int) -> None:
+    before = rss_kb()
+    head = f"POST {{path}} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+    answered, sent = raw_post(slack_bot.url, head, body_chunks=4000)  # up to 256 MB if the bot kept reading
+    assert answered == status
+    assert sent < 64 * 1024 * 1024 and rss_kb() - before < 100 * 1024
+    assert slack_bot.store.runs() == []
+
+
+def test_a_chunked_body_is_refused(slack_bot: BotDriver) -> None:
+    head = "POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert raw_post(slack_bot.url, head, body_chunks=10)[0] == 411
+
+
+def test_a_missing_content_length_is_refused(slack_bot: BotDriver) -> None:
+    assert raw_post(slack_bot.url, "POST {path} HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 411
+
+
+def test_a_replayed_slash_command_is_answered_once(slack_bot: BotDriver) -> None:
+    body = slash_command_body("/migrate", "history", user_id=REQUESTER, channel_id=DEPLOYS,
+                              response_url=slack_bot.emulator.response_url("replayed"))
+    headers = signed_request(SIGNING_SECRET, body)
+    assert post_to_bot(slack_bot.url, body, headers)[0] == 200
+    assert post_to_bot(slack_bot.url, body, headers)[0] == 200  # the same signed request, again within 5 min
+    slack_bot.wait_idle()
+    answers = [c for c in slack_bot.emulator.calls("response_url") if c.args.get("response_id") == "replayed"]
+    assert len(answers) == 1
+
+
+def test_a_replayed_approve_click_counts_once(slack_bot: BotDriver) -> None:
+    from tests.slack_emulator import block_action_body
+
+    _, deploy = slack_bot.deploy_awaiting_approval()
+    body = block_action_body("approve", deploy.id, user=APPROVER1, channel=DEPLOYS, message_ts=deploy.thread_ts,
+                             response_url=slack_bot.emulator.response_url("click"))
+    headers = signed_request(SIGNING_SECRET, body)
+    for _ in range(2):
+        assert post_to_bot(slack_bot.url, body, headers)[0] == 200
+    slack_bot.wait_idle()
+    counted = [t for t in slack_bot.thread_texts(deploy.thread_ts) if t.startswith("Approved")]
+    assert len(counted) == 1
+
+
+def test_a_large_badly_signed_body_is_refused_quickly_and_never_logged(slack_bot: BotDriver,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    caplog.set_level(logging.DEBUG)  # as with `migrate-bot -v` and more
+    secret_looking = "hunter2-in-a-body"
+    body = ("text=" + secret_looking + "&" + "a" * 999_000).encode()
+    status: list[int] = []
+    worker = threading.Thread(target=lambda: status.append(
+        post_to_bot(slack_bot.url, body, signed_request("wrong-secret", body), timeout=60)[0]))
+    worker.start()
+    answered = slack_bot.reply(slack_bot.command("history"))  # another request meanwhile is answered
+    worker.join(timeout=60)
+    assert not worker.is_alive() and status == [401]
+    assert answered == messages.NO_RUNS
+    assert secret_looking not in caplog.text and "a" * 1000 not in caplog.text
+    assert "(request body not logged)" in caplog.text

@@ -67,3 +67,13 @@ def test_a_url_password_never_survives_even_unregistered(password: str) -> None:
     """Any password a URL can carry (no '@', '/', whitespace or control characters) is masked."""
     text = redact(f"could not connect to postgres://app:{password}@db.internal:5432/app")
     assert f":{password}@" not in text
+
+
+def test_a_long_run_of_letters_is_redacted_in_linear_time() -> None:
+    """120 KB of letters once froze the bot for 15 s (the URL pattern rescanned from every position).
+    Counted work, not time: the pattern may only start a scheme where a run of scheme characters starts."""
+    from bot.redact import _URL_PASSWORD
+
+    text = "a" * 200_000 + " postgres://app:pw-9@db/x"
+    starts = [m.start() for m in _URL_PASSWORD.finditer(text)]
+    assert starts == [200_001] and redact(text).endswith("postgres://app:***@db/x")
