@@ -8,7 +8,9 @@ needs it.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -21,6 +23,30 @@ from bot.redact import mask_url, register
 
 APP_NAME = "migrate-bot"
 CONNECT_TIMEOUT_S = 10
+# The run a thread works for: its connections say so in application_name (migrate-bot/r-3f9a1c02), so the
+# sessions of a run whose process died can be found and ended, and a lock holder can be named.
+_run: ContextVar[str] = ContextVar("migrate_bot_run", default="")
+_RUN_APP = re.compile(rf"^{APP_NAME}/(r-[0-9a-f]{{8,64}})")
+
+
+@contextmanager
+def run_context(run_id: str) -> Iterator[None]:
+    token = _run.set(run_id)
+    try:
+        yield
+    finally:
+        _run.reset(token)
+
+
+def application_name(suffix: str = "") -> str:
+    run_id = _run.get()
+    return f"{APP_NAME}/{run_id}{suffix}" if run_id else f"{APP_NAME}{suffix}"
+
+
+def run_of(application: str | None) -> str:
+    """The run id a session's application_name carries ("" for none): the inverse of ``application_name``."""
+    found = _RUN_APP.match(application or "")
+    return found.group(1) if found else ""
 
 
 def _why(message: str) -> tuple[str, str]:
@@ -68,7 +94,7 @@ def connect(url: str, *, env: str, autocommit: bool = True, app_suffix: str = ""
             url,
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=f"{APP_NAME}{app_suffix}",
+            application_name=application_name(app_suffix),
             **kwargs,
         )
     except psycopg.OperationalError as exc:

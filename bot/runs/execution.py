@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Callable
 
 from bot import messages
+from bot.pg import run_context
 from bot.redact import redact
 from bot.runs import planning
 from bot.runs.lifecycle import StaleRun
@@ -49,6 +50,25 @@ def dispatch_all(rt: Runtime) -> None:
         dispatch(rt, env)
 
 
+def end_sessions_of(rt: Runtime, dead: list[Run]) -> None:
+    """A dead process's statements may still run on staging or prod: end them before anything else starts there.
+
+    Synchronous on purpose: the queue is dispatched right after, and a new validation must not meet the dead
+    one's advisory lock.
+    """
+    if not dead:
+        return
+    try:
+        ended = rt.workflow.end_sessions(rt.settings, [r.id for r in dead])
+    except Exception as exc:  # noqa: BLE001 - recovery goes on; the sessions end when their statements do
+        log.warning("could not end the sessions of interrupted runs: %s", type(exc).__name__)
+        return
+    for env, pids in ended.items():
+        if pids:
+            log.warning("ended %d session(s) of interrupted runs on %s: pids %s", len(pids), env,
+                        ", ".join(map(str, pids)))
+
+
 def position(rt: Runtime, run: Run) -> int:
     """1 = next to start."""
     ids = [r.id for r in rt.store.queue(run.env) if not r.data.get("opening")]
@@ -61,10 +81,11 @@ def execute(rt: Runtime, run_id: str) -> None:
         return
     try:
         on_event = progress(rt, run)
-        if run.kind is Kind.VALIDATE:
-            report = rt.workflow.validate(rt.settings, rt.store, run, on_event)
-        else:
-            report = rt.workflow.refresh(rt.settings, run, on_event)
+        with run_context(run.id):
+            if run.kind is Kind.VALIDATE:
+                report = rt.workflow.validate(rt.settings, rt.store, run, on_event)
+            else:
+                report = rt.workflow.refresh(rt.settings, run, on_event)
         finish(rt, run, report)
     finally:
         rt.lifecycle.release(run)
@@ -165,7 +186,8 @@ def run_deploy(rt: Runtime, run_id: str, deadline_iso: str = "") -> None:
         return
     try:
         deadline = datetime.fromisoformat(deadline_iso) if deadline_iso else None
-        report = rt.workflow.deploy(rt.settings, rt.store, run, progress(rt, run), deadline)
+        with run_context(run.id):
+            report = rt.workflow.deploy(rt.settings, rt.store, run, progress(rt, run), deadline)
         if planning.rest_for_next_window(report):
             planning.window_closed(rt, run, report)
             return
@@ -203,7 +225,8 @@ def terminate(rt: Runtime, run_id: str) -> None:
     if run is None or run.state is not State.SCHEDULED:
         return
     run = rt.lifecycle.move(run, State.RUNNING, owner=rt.lifecycle.owner)
-    report = rt.workflow.terminate(rt.settings, list(run.data.get("pids", [])))
+    with run_context(run.id):
+        report = rt.workflow.terminate(rt.settings, list(run.data.get("pids", [])))
     finish(rt, run, report)
 
 

@@ -40,6 +40,7 @@ class Workflow(Protocol):
     def estimate(self, settings: Settings, store: StateStore, run: Run) -> Any: ...
     def preflight(self, settings: Settings, run: Run) -> Any: ...
     def traffic(self, settings: Settings) -> dict[str, int]: ...
+    def end_sessions(self, settings: Settings, run_ids: list[str]) -> dict[str, list[int]]: ...
 
 
 def _utcnow() -> datetime:
@@ -83,6 +84,7 @@ class Runtime:
         from bot.runs import execution
 
         touched = self.lifecycle.recover_dead()
+        execution.end_sessions_of(self, touched)
         execution.dispatch_all(self)
         return touched
 
@@ -99,7 +101,9 @@ class Runtime:
         jobs.reconcile(self)
 
     def _on_beat(self) -> None:
-        self.lifecycle.recover_dead()
+        from bot.runs import execution
+
+        execution.end_sessions_of(self, self.lifecycle.recover_dead())
         self.scheduler.elect()
 
     def stop(self, *, wait: bool = True) -> None:

@@ -22,7 +22,7 @@ from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.runs.model import Run
 from bot.runs.store import StateStore
-from bot.workflow import activity, checks, deploy, estimate, validate
+from bot.workflow import activity, checks, deploy, estimate, orphans, validate
 from bot.workflow.report import Report, Status, run_step
 from bot.workflow.schemactx import touched_tables
 from bot.workflow.targets import database_url
@@ -138,6 +138,17 @@ class Steps:
         problem = "" if now == expected_pending(run) else messages.FIRE_SET_CHANGED.format(
             now=now[:12], approved=expected_pending(run)[:12])
         return Preflight(problem, "" if quiet.status is Status.PASSED else quiet.message)
+
+    def end_sessions(self, settings: Settings, run_ids: list[str]) -> dict[str, list[int]]:
+        """End what dead runs left running on staging and prod: {env: [pids]}; an unreachable env is skipped."""
+        ended: dict[str, list[int]] = {}
+        for env in ("staging", "prod"):
+            try:
+                with connection(database_url(settings, env), env=env) as conn:
+                    ended[env] = [int(r["pid"]) for r in orphans.end_sessions(conn, run_ids)]
+            except MigrateBotError:
+                continue
+        return ended
 
     def traffic(self, settings: Settings) -> dict[str, int]:
         with connection(database_url(settings, "prod"), env="prod") as prod:
