@@ -123,6 +123,29 @@ def _in(moment: datetime) -> str:
     return f"in {seconds / 3600:.1f} h" if seconds >= 5400 else f"in {max(seconds, 0) / 60:.0f} min"
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from bot.runs import digests
+    from bot.workflow import digestrender
+
+    settings = _settings(args)
+    try:
+        since = digests.parse_since(args.since)
+    except ValueError as exc:
+        raise MigrateBotError(f"--since {exc}.", "For example: --since 24h") from None
+    store, tz = _store(settings), ZoneInfo(settings.digest.timezone)
+    for env in [args.database] if args.database else settings.digest.databases:
+        made = digests.make(settings, store, env, since=since).digest
+        if args.format == "json":
+            print(json.dumps(digestrender.json_dict(made), indent=2))
+        elif args.format == "markdown":
+            print(digestrender.markdown(made, tz=tz))
+        else:
+            print(digestrender.text(made, tz=tz))
+    return 0
+
+
 def cmd_windows(args: argparse.Namespace) -> int:
     from bot.chat.render import terminal_text
     from bot.runs import windows
@@ -306,6 +329,13 @@ def build_parser() -> Parser:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--wait", action="store_true", help="outside the deploy windows, sleep until the next opens")
     when.add_argument("--now", action="store_true", help="deploy outside the deploy windows anyway (logged)")
+    p = _add(sub, "digest", cmd_digest, "A pg_stat_statements digest: top, new and regressed statements (no reset).",
+             "migrate-bot digest --since 24h --format markdown")
+    p.add_argument("--config", help="TOML config file (default: $MIGRATE_BOT_CONFIG or ./migrate-bot.toml)")
+    p.add_argument("--state", help="state store path (snapshots are kept there)")
+    p.add_argument("--since", default="24h", help="the period: compare with the snapshot this long ago (24h, 90m, 7d)")
+    p.add_argument("--database", choices=["prod", "staging"], help="one database (default: digest.databases)")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     p = _add(sub, "windows", cmd_windows, "Show the next deploy windows and prod's quietest hours.",
              "migrate-bot windows --format json")
     p.add_argument("--config", help="TOML config file (default: $MIGRATE_BOT_CONFIG or ./migrate-bot.toml)")

@@ -119,3 +119,5 @@ ESTIMATE_UNKNOWN = ("about {seconds:.0f} s (the floor times the margin: the bot 
                     "({error}), so check the window is long enough)")
 RUN_MOVED_ON = ("{run_id} changed while your command was being handled (someone else moved it at the same "
                 "moment). `/migrate status {run_id}` shows where it is now.")
+DIGEST_POSTING = "Making the pg_stat_statements digest of {env}; it will be posted here in a moment."
+DIGEST_FAILED = "No digest of {env} today: {error}"

@@ -380,6 +380,12 @@ class _Silent:
     def thread_link(self, run: Run) -> str:
         return ""
 
+    def post(self, channel: str, text: str) -> None:
+        return None
+
+    def digest(self, channel: str, digest: Any, chart: bytes | None) -> None:
+        return None
+
 
 @dataclass
 class BotFactory:

@@ -40,6 +40,8 @@ def _dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -
         return commands.history()
     if name == "windows":
         return commands.windows()
+    if name == "digest":
+        return commands.digest(command.database, user, channel)
     if name == "help":
         return Reply(True, cmd.help_text())
     return Reply(False, (command.error + "\n\n" if command.error else "") + cmd.help_text(command.suggestion))

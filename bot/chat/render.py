@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.redact import redact
 from bot.runs.model import Kind, Run, State
+from bot.workflow.digest import Digest
 from bot.workflow.report import Check, Report, Status
 from bot.workflow.triage import Finding
 
@@ -159,6 +160,62 @@ def home_view(runs: list[Run]) -> dict[str, Any]:
         blocks.append(section(f"*{run_title(run)}*\n{run.summary}" if run.summary else f"*{run_title(run)}*"))
         blocks.append(context(*run.facts()))
     return {"type": "home", "blocks": fit(blocks, "`/migrate history` lists more.")}
+
+
+# -- digests ----------------------------------------------------------------------
+def digest_blocks(d: Digest) -> tuple[str, list[dict[str, Any]]]:
+    """A digest as Block Kit: the period and caveats, the top statements, new ones, regressions, since the deploy.
+
+    Sentences come from ``workflow.digestrender`` so the terminal, the CLI and
+    Slack say the same; only the layout is Slack's. Long content is cut by
+    ``fit``; the full text is in the CLI (`migrate-bot digest`).
+    """
+    from bot.workflow import digestrender as dr
+
+    blocks: list[dict[str, Any]] = [header(dr.headline(d)[:MAX_HEADER]), context(dr.period_line(d))]
+    blocks += [section(f":warning: {note}") for note in dr.notes(d)]
+    if d.top:
+        lines = [f"{i}. *{r.name}*{' _(new)_' if r.new else ''} — {dr.pct(r.share)} · {dr.ms(r.total_ms)} total · "
+                 f"{dr.count(r.calls)} calls · mean {dr.ms(r.mean_ms)} · {r.rows_per_call:,.1f} rows/call · "
+                 f"hit {dr.pct(r.hit_ratio)} · temp {dr.count(r.temp_blks)}\n`{dr.shorten(r.query, 160)}`"
+                 for i, r in enumerate(d.top, 1)]
+        blocks += [section(f"*Top {len(d.top)} statements by total time*")] + _chunks(lines)
+    else:
+        blocks.append(section("No statement ran in this database in the period."))
+    if d.regressions:
+        blocks.append(section(f"*{dr.regressions_title(d)}: {dr.count(d.regressions_count)}*"))
+        blocks += _chunks([f":small_red_triangle: {dr.regression_line(r)}\n`{dr.shorten(r.row.query, 160)}`"
+                           for r in d.regressions])
+    if d.new:
+        blocks.append(section(f"*New since the previous snapshot: {dr.count(d.new_count)}*"))
+        blocks += _chunks([f"• *{r.name}* — {dr.count(r.calls)} calls, {dr.ms(r.total_ms)} total, mean "
+                           f"{dr.ms(r.mean_ms)}" for r in d.new])
+    if d.since_deploy:
+        s = d.since_deploy
+        link = f" — <{s.thread_url}|its thread>" if s.thread_url else ""
+        title = dr.deploy_line(replace_url(s)) + link
+        rows = [dr.deploy_missing(s)] if s.missing else [dr.deploy_row_line(r) for r in s.rows] or [
+            "No statement ran since the deploy."]
+        blocks += [section(f"*{title}*")] + _chunks([f"• {line}" for line in rows])
+    return redact(dr.headline(d)), fit(blocks, "`migrate-bot digest` prints all of it.")
+
+
+def replace_url(s: Any) -> Any:
+    """The since-deploy section without its URL in the title (Slack shows it as a link instead)."""
+    from dataclasses import replace as dc_replace
+
+    return dc_replace(s, thread_url="")
+
+
+def _chunks(lines: list[str]) -> list[dict[str, Any]]:
+    """Lines packed into sections within Slack's per-section limit."""
+    out, chunk = [], ""
+    for line in lines:
+        if chunk and len(chunk) + len(line) + 1 > MAX_SECTION - 10:
+            out.append(section(chunk))
+            chunk = ""
+        chunk = f"{chunk}\n{line}" if chunk else line
+    return out + ([section(chunk)] if chunk else [])
 
 
 # -- terminal ---------------------------------------------------------------------

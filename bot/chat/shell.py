@@ -26,6 +26,7 @@ from bot.runs.commands import Commands
 from bot.runs.model import Run
 from bot.runs.runtime import Runtime
 from bot.workflow import triage as triage_mod
+from bot.workflow.digest import Digest
 from bot.workflow.report import Report
 
 CHANNEL = "C_SHELL"
@@ -63,6 +64,20 @@ class ShellAnnouncer:
 
     def thread_link(self, run: Run) -> str:
         return ""  # one terminal, one conversation: the run id says it all
+
+    def post(self, channel: str, text: str) -> str | None:
+        self._print(f"\n┌ {text}")
+        return None
+
+    def digest(self, channel: str, digest: Digest, chart: bytes | None) -> None:
+        from bot.workflow import digestrender
+
+        lines = digestrender.text(digest).rstrip().splitlines()
+        self._print("\n┌ " + lines[0])
+        for line in lines[1:]:
+            self._print("│ " + line)
+        if chart:
+            self._print(f"│ (a chart of {len(chart):,} bytes goes with it in Slack)")
 
     def report(self, run: Run, report: Report) -> None:
         for line in report.lines():

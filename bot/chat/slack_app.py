@@ -39,6 +39,7 @@ from bot.runs.model import Run
 from bot.runs.runtime import Runtime
 from bot.runs.store import StateStore
 from bot.workflow import triage as triage_mod
+from bot.workflow.digest import Digest
 from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,20 @@ class SlackAnnouncer:
             return self.store.get_run(run.parent) or run, run
         child = self.store.run_by_message(run.channel, run.thread_ts)
         return run, child if child and child.id != run.id else None
+
+    def post(self, channel: str, text: str) -> str | None:
+        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=channel, text=redact(text),
+                              blocks=render.text_blocks(text))
+        return str(response["ts"]) if response else None
+
+    def digest(self, channel: str, digest: Digest, chart: bytes | None) -> None:
+        text, blocks = render.digest_blocks(digest)
+        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=channel, text=text,
+                              blocks=blocks)
+        if response and chart:
+            self._call("files_upload_v2", self.client.files_upload_v2, channel=channel, thread_ts=response["ts"],
+                       file=chart, filename=f"digest-{digest.source}.png",
+                       title=f"pg_stat_statements digest of {digest.source}: where the time went")
 
     def say(self, run: Run, text: str) -> str | None:
         if not text or not run.thread_ts:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.runs.model import Run
+from bot.workflow.digest import Digest
 from bot.workflow.report import Report
 
 
@@ -30,6 +31,12 @@ class Announcer(Protocol):
 
     def thread_link(self, run: Run) -> str:
         """Where a person can open the run's thread (a URL in Slack), or "" when the chat has none."""
+
+    def post(self, channel: str, text: str) -> str | None:
+        """A message of its own in ``channel`` (not about a run); returns its ts when the chat has one."""
+
+    def digest(self, channel: str, digest: Digest, chart: bytes | None) -> None:
+        """The pg_stat_statements digest in ``channel``, with its chart when there is one."""
 
 
 @dataclass(frozen=True)

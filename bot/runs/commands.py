@@ -323,6 +323,16 @@ class Commands:
         """The next openings, and (after a week of samples) whether they are really the quiet hours."""
         return Reply(True, "\n".join(windows_lines(self.rt.calendar, self.rt.store, self.rt.now())))
 
+    def digest(self, env: str | None, user: str, channel: str) -> Reply:
+        """Post the digest of ``env`` (default: the configured databases) in the channel it was asked in."""
+        rt = self.rt
+        decision = policy.in_channel(rt.settings.slack, channel)
+        if not decision.allowed:
+            return Reply(False, decision.reason)
+        envs = [env] if env else list(rt.settings.digest.databases)
+        rt.executor.submit(f"digest-{channel}", lambda: execution.post_digests(rt, channel, envs))
+        return Reply(True, messages.DIGEST_POSTING.format(env=", ".join(envs)))
+
     def cancel(self, run_id: str, user: str) -> Reply:
         rt = self.rt
         run = rt.store.get_run(run_id)

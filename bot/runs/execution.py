@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Callable
 
 from bot import messages
+from bot.errors import MigrateBotError
 from bot.pg import run_context
 from bot.redact import redact
 from bot.runs import planning
@@ -247,3 +248,28 @@ def progress_line(kind: str, data: dict) -> str:
     if kind == "refresh_progress":
         return "now: refreshing staging — " + ", ".join(f"{k} {v}" for k, v in data.items() if k != "phase")
     return ""
+
+
+# -- digests -----------------------------------------------------------------------------------------
+def post_digests(rt: Runtime, channel: str, envs: list[str]) -> None:
+    """Make each database's digest now and post it (with its chart) to ``channel``; a failure is a sentence there."""
+    from bot.runs import digests
+    from bot.workflow import digestchart
+
+    for env in envs:
+        try:
+            made = digests.make(rt.settings, rt.store, env, thread_url=lambda run_id: _thread_url(rt, run_id))
+        except MigrateBotError as exc:
+            rt.announcer.post(channel, messages.DIGEST_FAILED.format(env=env, error=exc))
+            continue
+        try:
+            chart = digestchart.png(made.digest)
+        except Exception as exc:  # noqa: BLE001 - the numbers matter more than the picture
+            log.warning("digest chart failed: %s", type(exc).__name__)
+            chart = None
+        rt.announcer.digest(channel, made.digest, chart)
+
+
+def _thread_url(rt: Runtime, run_id: str) -> str:
+    run = rt.store.get_run(run_id)
+    return rt.announcer.thread_link(run) if run and run.thread_ts else ""

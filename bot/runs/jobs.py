@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
-from bot.runs import planning, traffic
+from bot.runs import digests, execution, planning, traffic
 from bot.runs.model import State
 from bot.runs.runtime import Runtime
 from bot.runs.store import Sample
 
 log = logging.getLogger(__name__)
 SAMPLER_JOB = "sample-traffic"
+SNAPSHOT_JOB = "snapshot-statements"
+DIGEST_JOB = "post-digest"
 _thread = threading.local()
 
 
@@ -62,12 +65,44 @@ def sample_traffic() -> None:
     rt.store.add_sample(Sample(traffic.SERIES, "prod", datetime.now(timezone.utc).isoformat(), found))
 
 
+def snapshot_statements() -> None:
+    """pg_stat_statements snapshots of the digest's databases, so a digest has a period to compare with."""
+    rt = _runtime()
+    if rt is None:
+        return
+    for env in rt.settings.digest.databases:
+        try:
+            digests.take(rt.settings, rt.store, env)
+        except Exception as exc:  # noqa: BLE001 - unreachable or no extension this hour: the digest says why
+            log.warning("pg_stat_statements snapshot of %s failed: %s", env, type(exc).__name__)
+    digests.prune(rt.settings, rt.store, datetime.now(timezone.utc))
+
+
+def post_digest(channel: str) -> None:
+    """The daily digest: made now, posted to ``channel`` with its chart."""
+    rt = _runtime()
+    if rt is not None:
+        execution.post_digests(rt, channel, rt.settings.digest.databases)
+
+
 def install_recurring(rt: Runtime) -> None:
+    """The recurring jobs the config asks for; one no longer asked for is removed (a config change + restart)."""
     minutes = rt.settings.deploy.traffic_sample_minutes
     if minutes:
         rt.scheduler.every(SAMPLER_JOB, "bot.runs.jobs:sample_traffic", seconds=minutes * 60)
     else:
         rt.scheduler.cancel(SAMPLER_JOB)
+    d = rt.settings.digest
+    if d.snapshot_minutes:
+        rt.scheduler.every(SNAPSHOT_JOB, "bot.runs.jobs:snapshot_statements", seconds=d.snapshot_minutes * 60)
+    else:
+        rt.scheduler.cancel(SNAPSHOT_JOB)
+    if d.channel:
+        hour, minute = (int(part) for part in d.at.split(":"))
+        rt.scheduler.daily(DIGEST_JOB, "bot.runs.jobs:post_digest", hour=hour, minute=minute,
+                           tz=ZoneInfo(d.timezone), args=(d.channel,))
+    else:
+        rt.scheduler.cancel(DIGEST_JOB)
 
 
 def reconcile(rt: Runtime) -> None:

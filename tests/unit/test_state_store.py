@@ -650,3 +650,21 @@ def test_pruning_drops_only_older_samples_of_that_series_and_source(store: State
     assert store.prune_samples("traffic", "prod", before=datetime(2026, 1, 5, tzinfo=timezone.utc)) == 1
     assert [s.taken_at for s in store.samples("traffic", "prod")] == ["2026-01-09T00:00:00+00:00"]
     assert len(store.samples("pgss", "prod")) == 1
+
+
+def test_the_last_deploy_is_the_newest_successful_one_that_applied_something(store: StateStore) -> None:
+    store.record_deploy(fingerprint="f1", ok=True, applied=["0001_a"], held=[], report_json="{}", run_id="r-00000001")
+    store.record_deploy(fingerprint="f2", ok=False, applied=["0002_b"], held=[], report_json="{}", run_id="r-00000002")
+    store.record_deploy(fingerprint="f3", ok=True, applied=[], held=["0003_c"], report_json="{}", run_id="r-00000003")
+    found = store.last_deploy(since=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    assert found is not None and (found["run_id"], found["applied"]) == ("r-00000001", ["0001_a"])
+    assert store.last_deploy(since=datetime.now(timezone.utc) + timedelta(minutes=1)) is None
+
+
+def test_thinning_keeps_the_first_sample_of_each_day_before_the_cutoff(store: StateStore) -> None:
+    for taken_at in ("2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00", "2026-01-02T01:00:00+00:00",
+                     "2026-01-02T05:00:00+00:00", "2026-01-09T01:00:00+00:00", "2026-01-09T02:00:00+00:00"):
+        store.add_sample(a_sample(taken_at))
+    assert store.thin_samples("traffic", "prod", before=datetime(2026, 1, 5, tzinfo=timezone.utc)) == 2
+    assert [s.taken_at[:13] for s in store.samples("traffic", "prod")] == [
+        "2026-01-01T01", "2026-01-02T01", "2026-01-09T01", "2026-01-09T02"]

@@ -135,6 +135,17 @@ class SqliteStore:
             )
             return int(row.last_pk)
 
+    def last_deploy(self, *, since: datetime) -> dict[str, Any] | None:
+        """The newest successful deploy that applied something, at or after ``since`` (the hold-back's start)."""
+        found = self._rows("deploys", "ok = 1 AND applied != '[]' AND created_at >= ?",
+                           [since.astimezone(timezone.utc).isoformat()], order_by="id desc", limit=1)
+        if not found:
+            return None
+        row = found[0]
+        return {"run_id": row["run_id"], "created_at": datetime.fromisoformat(row["created_at"]),
+                "applied": json.loads(row["applied"]), "held": json.loads(row["held"]),
+                "fingerprint": row["fingerprint"]}
+
     # -- runs ------------------------------------------------------------------------------------
     def insert_run(self, run: Run) -> Run:
         run.created_at = run.updated_at = now_iso()
@@ -349,6 +360,15 @@ class SqliteStore:
         with self._write():
             return self.db.execute("DELETE FROM samples WHERE series = ? AND source = ? AND taken_at < ?",
                                    [series, source, before.astimezone(timezone.utc).isoformat()]).rowcount
+
+    def thin_samples(self, series: str, source: str, *, before: datetime) -> int:
+        """Before ``before``, keep only the first sample of each UTC day (old snapshots are kept daily)."""
+        cutoff = before.astimezone(timezone.utc).isoformat()
+        with self._write():
+            return self.db.execute(
+                "DELETE FROM samples WHERE series = ? AND source = ? AND taken_at < ? AND id NOT IN ("
+                " SELECT min(id) FROM samples WHERE series = ? AND source = ? AND taken_at < ?"
+                " GROUP BY substr(taken_at, 1, 10))", [series, source, cutoff, series, source, cutoff]).rowcount
 
     def samples(self, series: str, source: str, *, since: datetime | None = None) -> list[Sample]:
         where, args = "series = ? AND source = ?", [series, source]
