@@ -28,7 +28,7 @@ test: postgres
 
 # Benchmarks print ratios measured in one run; they assert nothing. squawk-cli is
 # installed only here, for the lint comparison.
-BENCHES := lint_score gate_score gate_bench refresh_bench ack_latency idle_cpu digest_bench
+BENCHES := lint_score gate_score gate_bench refresh_bench ack_latency idle_cpu digest_bench perf_bench
 bench: postgres
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

@@ -246,6 +246,65 @@ def _fix_syntax(check: Check) -> str:
     return f"-- Fix the SQL{where} of {check.details.get('path', check.migration or 'the migration')}; `migrate-bot lint` checks it offline."
 
 
+PERF_GENERIC = ("-- Add the missing index (see the plans in perf_report.md), rewrite the slow query,\n"
+                "-- or split the migration into smaller chunks.")
+
+
+def _concurrently(indexdef: str) -> str:
+    """pg_get_indexdef's statement, built without blocking writes."""
+    return re.sub(r"^CREATE (UNIQUE )?INDEX ", lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS ",
+                  indexdef.strip().rstrip(";")) + ";"
+
+
+def _fix_perf(check: Check) -> str:
+    """The regression gate's likely cause (the ``rule`` fact) -> its fix, with the real table/column names."""
+    d = check.details
+    rule = str(d.get("rule") or "")
+    table, column = str(d.get("table") or "<table>"), str(d.get("column") or "<column>").replace(",", ", ")
+    if rule == "lost-index":
+        index = str(d.get("index") or "")
+        create = (_concurrently(str(d["indexdef"])) if d.get("indexdef")
+                  else f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ON {table} ({column});")
+        return (f"-- The statement used the index {index or 'on ' + table + ' (' + column + ')'} before the migrations and "
+                f"reads {table} without it after them.\n"
+                f"-- Keep the index (drop it in a later cleanup migration once no hot statement needs it), or recreate it:\n"
+                f"{create}")
+    if rule == "trigger":
+        names = [str(n) for n in d.get("triggers") or []]
+        constraint = str(d.get("constraint") or "")
+        if constraint and not [n for n in names if not n.startswith("RI_ConstraintTrigger")]:
+            return (f"-- The foreign key {constraint} now checks every row this statement writes to {table}.\n"
+                    f"-- That is the price of the constraint; make sure the referenced key is indexed, and if the\n"
+                    f"-- write path cannot afford it, reconsider the constraint:\n"
+                    f"SELECT conname, confrelid::regclass FROM pg_constraint WHERE conname = '{constraint}';")
+        listed = ", ".join(names) or "the new triggers"
+        return (f"-- {listed} on {table} now run for every row this hot statement writes.\n"
+                f"-- Make the trigger cheaper (a WHEN (…) condition, a FOR EACH STATEMENT trigger with transition tables),\n"
+                f"-- or move its work off the hot path (a queue table processed in batches). The triggers on {table}:\n"
+                f"SELECT tgname, tgfoid::regprocedure FROM pg_trigger WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal;")
+    if rule == "row-estimate":
+        return (f"-- The planner's row estimate on {table} is far off after the migrations, so it picks another plan.\n"
+                f"ANALYZE {table};\n"
+                f"-- If it stays off, give {column} a finer histogram, or teach the planner correlated columns:\n"
+                f"ALTER TABLE {table} ALTER COLUMN {column} SET STATISTICS 1000;\n"
+                f"ANALYZE {table};\n"
+                f"-- CREATE STATISTICS {table}_stats (dependencies, mcv) ON {column}, <other column> FROM {table};")
+    if rule == "bloat":
+        return (f"-- Same plan, more blocks: {table} is bloated after the migration's backfill or rewrite.\n"
+                f"VACUUM (ANALYZE) {table};\n"
+                f"-- Backfill in batches (e.g. 10,000 rows per transaction) with VACUUM between them, so the deploy\n"
+                f"-- does not leave prod's {table} twice its size.")
+    if rule == "fails-after":
+        return (f"-- The statement now fails after the migrations (SQLSTATE {d.get('sqlstate', '?')}): the migration changed "
+                f"what this hot statement may do\n"
+                f"-- (a new constraint, a NOT NULL column without a default, a dropped column). Deploy the application\n"
+                f"-- change first, or give the new column a default / the constraint NOT VALID until the data is fixed.")
+    if rule == "no-plan":
+        return ("-- The statement no longer plans: a column or table it uses is gone or renamed.\n"
+                "-- Ship the application change first and drop the old column in a later cleanup migration (expand/contract).")
+    return PERF_GENERIC
+
+
 FIXES = {
     "invalid-fk": _fix_fk,
     "not-null": _fix_not_null,
@@ -258,8 +317,7 @@ FIXES = {
     "pool": _fix_pool,
     "syntax": _fix_syntax,
     "checksum-drift": lambda c: "-- Restore the applied file exactly (git checkout it) and put the change in a new migration.",
-    "perf-regression": lambda c: ("-- Add the missing index (see the plan in the report), rewrite the slow query,\n"
-                                  "-- or split the migration into smaller chunks."),
+    "perf-regression": lambda c: _fix_perf(c),
     "unsafe-migration": lambda c: str(c.details.get("fix") or "-- See the rule's safe rewrite."),
     "staging-stale": lambda c: "-- Refresh staging from prod, then validate again:\nmigrate-bot refresh && migrate-bot validate",
     "other": lambda c: "-- No typical fix known; read the message and the log.",

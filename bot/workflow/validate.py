@@ -63,7 +63,8 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     with connection(prod_url, env="prod") as prod:
         prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
         _preflight_prod(prod, settings, report)
-        hot = perf.hot_queries(prod, settings.gate.perf_queries) if settings.gate.perf_queries else None
+        hot = (perf.hot_queries(prod, settings.gate.perf_queries, settings.gate.perf_min_calls)
+               if settings.gate.perf_queries else None)
         prod_is = (server_identity(prod), prod.info.dbname)
     report.extend(drift_checks(prod_plan, "prod"))
     pending = prod_plan.pending
@@ -75,6 +76,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     report.passed("pending", f"{len(pending)} pending on prod: {', '.join(m.label for m in pending)}")
     _hold_back_notes(pending, settings, report)
     report.extend(syntax_checks(pending))
+    regression = perf.RegressionGate.for_run(settings, hot, options.migrations)
     with connection(staging_url, env="staging") as staging:
         _refuse_prod_as_staging(prod_is, staging)
         ready = _preflight_staging(staging, settings, options, pending, report)
@@ -83,7 +85,10 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
             report.extend(lint_checks(lintable, schema_ddl(staging, touched_tables(lintable))))
         if not ready or any(m.parse_error for m in pending):
             return  # nothing sensible to apply
-        _apply_on_staging(staging, settings, options, pending, report, hot)
+        regression.plan_before(staging)
+    # the measurement's before-copy of staging is made here, while the gate holds no staging connection
+    with regression.before_copy(staging_url, report), connection(staging_url, env="staging") as staging:
+        _apply_on_staging(staging, staging_url, settings, options, pending, report, regression)
     _record(store, report, pending, options)
 
 
@@ -137,10 +142,9 @@ def _preflight_staging(staging: psycopg.Connection, settings: Settings, options:
     return len(report.failures) == failures_before
 
 
-def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: GateOptions,
-                      pending: list[Migration], report: Report, hot: list[perf.HotQuery] | None) -> None:
+def _apply_on_staging(staging: psycopg.Connection, staging_url: str, settings: Settings, options: GateOptions,
+                      pending: list[Migration], report: Report, regression: perf.RegressionGate) -> None:
     applier_mod.ensure_history(staging)
-    before = perf.baseline(staging, hot) if hot else {}
     not_valid_before = {checks.constraint_key(r) for r in checks.unvalidated(staging)}
     gate = settings.gate
     hooks = options.hooks or StagingTrace(gate)  # locks, rewrites, durations + data pre-checks, on prod-sized data
@@ -155,11 +159,9 @@ def _apply_on_staging(staging: psycopg.Connection, settings: Settings, options: 
     options.on_event("step", {"step": "post-checks", "env": "staging"})
     report.add(checks.unvalidated_constraints(staging, "staging", not_valid_before))
     report.add(checks.invalid_indexes(staging, "staging"))
-    if len(applied) == len(pending):  # comparing plans after a half-applied set would say nothing
-        if hot is None and settings.gate.perf_queries:
-            report.add(perf.unavailable())
-        elif hot:
-            report.extend(perf.compare(staging, hot, before, settings.gate.perf_regression_pct))
+    if len(applied) == len(pending):  # comparing after a half-applied set would say nothing
+        options.on_event("step", {"step": "regression gate", "env": "staging"})
+        regression.compare(staging, staging_url, report)
 
 
 def _hold_back_notes(pending: list[Migration], settings: Settings, report: Report) -> None:
