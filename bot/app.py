@@ -22,7 +22,7 @@ from bot.runs.announcer import Announcer
 from bot.runs.commands import Commands
 from bot.runs.runtime import Runtime
 from bot.runs.steps import Steps
-from bot.runs.store import StateStore, open_store
+from bot.runs.store import StateStore, open_state
 from bot.secrets import resolve
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def create_runtime(settings: Settings, announcer: Announcer, *, groups: policy.GroupMembers = lambda g: set(),
                    store: StateStore | None = None) -> Runtime:
-    store = store or open_store(settings.state.path)
+    store = store or open_state(settings)
     return Runtime(settings, store, announcer, workflow=Steps(), groups=groups)
 
 
@@ -84,7 +84,9 @@ def create_slack_bot(settings: Settings, *, store: StateStore | None = None) -> 
     job is answering people while runs work in the background.
     """
     sys.setswitchinterval(CHAT_SWITCH_INTERVAL_S)
-    from bot.chat.slack_app import GroupCache, SlackAnnouncer, build_app, check_token, make_client
+    from bot.chat.slack_app import GroupCache, build_app, check_token, make_client
+    from bot.chat.slack_outbox import SlackAnnouncer, SlackDeliverer, on_sent
+    from bot.runs.outbox import Outbox
 
     token = resolve(settings.slack.bot_token, what="Slack bot token")
     app_token = resolve(settings.slack.app_token, what="Slack app token") if settings.slack.app_token else ""
@@ -99,8 +101,11 @@ def create_slack_bot(settings: Settings, *, store: StateStore | None = None) -> 
                           "or leave slack.app_token empty to serve HTTP.")
     client = make_client(token, settings.slack.api_url)
     check_token(client)
-    store = store or open_store(settings.state.path)
-    runtime = create_runtime(settings, SlackAnnouncer(client, store), groups=GroupCache(client), store=store)
+    store = store or open_state(settings)
+    announcer = SlackAnnouncer(client, store)
+    runtime = create_runtime(settings, announcer, groups=GroupCache(client), store=store)
+    runtime.outbox = announcer.outbox = Outbox(store, SlackDeliverer(client, store), runtime.lifecycle.owner,
+                                               on_sent=on_sent(runtime.lifecycle))
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-bot-chat")
     app = build_app(settings, runtime, client, signing_secret, pool)
     return SlackBot(runtime=runtime, app=app, pool=pool, app_token=app_token)

@@ -57,9 +57,9 @@ def _settings(args: argparse.Namespace) -> config_mod.Settings:
 
 
 def _store(settings: config_mod.Settings):
-    from bot.runs.store import open_store
+    from bot.runs.store import open_state
 
-    return open_store(settings.state.path)
+    return open_state(settings)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -81,11 +81,20 @@ class Deploy:
     traffic_sample_minutes: int = 60  # pg_stat_database samples for `windows`; 0 = off
 
 
+REFRESH_METHODS = ("dump", "template", "command")
+
+
 @dataclass(frozen=True)
 class Refresh:
+    method: str = "dump"  # dump (pg_dump | pg_restore) | template (CREATE DATABASE … TEMPLATE) | command (your script)
     mask: list[str] = field(default_factory=list)  # "table.column" (or "schema.table.column")
-    jobs: int = 0  # 0 = choose from the catalog
+    jobs: int = 0  # dump only: 0 = choose from the catalog
     staging_maintenance_db: str = "postgres"
+    template: str = ""  # template only: the prod copy on the staging server — a database name or a secret reference
+    command: str = ""  # command only: the script that makes the copy on the staging server (split like a shell)
+    timeout_s: float = 3600.0  # command only: the script's whole process group is killed after this long
+    target: str = ""  # command only: a secret reference to the copy's URL; empty = the script's last stdout line
+    stale_after_hours: float = 24.0  # the gate warns when staging's copy is older than this
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,8 @@ class Digest:
 
 @dataclass(frozen=True)
 class State:
-    path: str = ".migrate-bot/state.db"
+    path: str = ".migrate-bot/state.db"  # the sqlite file (one process); $MIGRATE_BOT_STATE overrides
+    url: str = ""  # a secret reference (env:STATE_DATABASE_URL, …) to a PostgreSQL database shared by replicas
 
 
 @dataclass(frozen=True)
@@ -185,19 +195,21 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**values)
 
 
-def _refuse_inline_passwords(dbs: Databases) -> None:
-    for name in ("prod", "staging"):
-        ref = parse_ref(getattr(dbs, name))
+def _refuse_inline_passwords(settings: Settings) -> None:
+    urls = [(f"databases.{name}", getattr(settings.databases, name), f"{name.upper()}_DATABASE_URL")
+            for name in ("prod", "staging")]
+    for key, value, variable in [*urls, ("state.url", settings.state.url, "STATE_DATABASE_URL")]:
+        ref = parse_ref(value)
         if ref.scheme == "literal" and url_has_password(ref.target):
             raise ConfigError(
-                f"databases.{name} contains a password written into the config file.",
-                f"Credentials belong in a secret store: use env:{name.upper()}_DATABASE_URL, file:, aws-sm: or vault: "
+                f"{key} contains a password written into the config file.",
+                f"Credentials belong in a secret store: use env:{variable}, file:, aws-sm: or vault: "
                 "instead, and rotate that password, since it has been on disk.",
             )
 
 
 def _validate(settings: Settings) -> None:
-    _refuse_inline_passwords(settings.databases)
+    _refuse_inline_passwords(settings)
     if settings.migrations.format not in ("auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate"):
         raise ConfigError(
             f"Config key 'migrations.format' must be one of auto, plain, prisma, flyway, golang-migrate, dbmate, "
@@ -212,11 +224,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("Config key 'policy.approvals_required' must be at least 1.", "")
     _validate_deploy(settings.deploy)
     _validate_digest(settings.digest)
-    for column in settings.refresh.mask:
-        if column.count(".") not in (1, 2):
-            raise ConfigError(
-                f"refresh.mask entry {column!r} must be table.column or schema.table.column.", ""
-            )
+    _validate_refresh(settings.refresh)
 
 
 def _validate_deploy(deploy: Deploy) -> None:
@@ -233,6 +241,39 @@ def _validate_deploy(deploy: Deploy) -> None:
                 "estimate_floor_s"):
         if getattr(deploy, key) < 0:
             raise ConfigError(f"Config key 'deploy.{key}' must not be negative.", "")
+
+
+def _validate_refresh(refresh: Refresh) -> None:
+    for column in refresh.mask:
+        if column.count(".") not in (1, 2):
+            raise ConfigError(
+                f"refresh.mask entry {column!r} must be table.column or schema.table.column.", ""
+            )
+    if refresh.method not in REFRESH_METHODS:
+        raise ConfigError(f"Config key 'refresh.method' must be one of {', '.join(REFRESH_METHODS)}, "
+                          f"not {refresh.method!r}.",
+                          "dump copies prod with pg_dump | pg_restore; template and command copy a prod copy that "
+                          "already lives on the staging server.")
+    needed = {"template": "template", "command": "command"}.get(refresh.method)
+    if needed and not getattr(refresh, needed).strip():
+        raise ConfigError(f"refresh.method = \"{refresh.method}\" needs refresh.{needed}.",
+                          "Set it (see \"Refresh through your clone engine\" in the README).")
+    for key, method, default in (("template", "template", ""), ("command", "command", ""), ("target", "command", ""),
+                                 ("jobs", "dump", 0)):
+        if getattr(refresh, key) != default and refresh.method != method:
+            raise ConfigError(f"refresh.{key} is set, but it is used only with refresh.method = \"{method}\" "
+                              f"(the method is \"{refresh.method}\").",
+                              f"Set refresh.method = \"{method}\" or remove refresh.{key}.")
+    for key in ("template", "target"):
+        ref = parse_ref(getattr(refresh, key))
+        if ref.scheme == "literal" and url_has_password(ref.target):
+            raise ConfigError(f"refresh.{key} contains a password written into the config file.",
+                              "Credentials belong in a secret store: use env:, file:, aws-sm: or vault: instead, "
+                              "and rotate that password, since it has been on disk.")
+    if refresh.timeout_s <= 0:
+        raise ConfigError("Config key 'refresh.timeout_s' must be greater than 0.", "Try 3600 (an hour).")
+    if refresh.stale_after_hours <= 0:
+        raise ConfigError("Config key 'refresh.stale_after_hours' must be greater than 0.", "Try 24.")
 
 
 def _validate_digest(digest: Digest) -> None:
@@ -297,7 +338,8 @@ def load(config_path: str | None = None, *, migrations_dir: str | None = None, s
     if migrations_dir:
         settings = replace(settings, migrations=replace(settings.migrations, dir=migrations_dir))
     if state_path or os.environ.get("MIGRATE_BOT_STATE"):
-        settings = replace(settings, state=State(path=state_path or os.environ["MIGRATE_BOT_STATE"]))
+        path = state_path or os.environ["MIGRATE_BOT_STATE"]
+        settings = replace(settings, state=replace(settings.state, path=path))  # state.url, when set, still wins
     api_url = os.environ.get("SLACK_API_URL")
     if api_url:
         settings = replace(settings, slack=replace(settings.slack, api_url=api_url))

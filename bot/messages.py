@@ -121,3 +121,5 @@ RUN_MOVED_ON = ("{run_id} changed while your command was being handled (someone 
                 "moment). `/migrate status {run_id}` shows where it is now.")
 DIGEST_POSTING = "Making the pg_stat_statements digest of {env}; it will be posted here in a moment."
 DIGEST_FAILED = "No digest of {env} today: {error}"
+THREAD_NOT_POSTED = ("Slack would not take the first message of your {kind} {run_id}, so its thread does not exist "
+                     "yet. The bot keeps trying and the run goes on; `/migrate status {run_id}` shows where it is.")

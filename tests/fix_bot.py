@@ -303,7 +303,7 @@ class BotDriver:
         return str(calls[0].args.get("text", ""))
 
     def wait_idle(self, timeout: float = WAIT_S, *, strict: bool = True) -> None:
-        """Wait until bolt's listeners, the chat pool and the run executor have nothing left to do."""
+        """Wait until bolt's listeners, the chat pool, the run executor and the outbox have nothing left to do."""
         deadline = time.monotonic() + timeout
         quiet_rounds = 0
         while quiet_rounds < 2:  # twice in a row: work hands work on (listener -> pool -> executor)
@@ -320,7 +320,8 @@ class BotDriver:
                 except Exception:  # noqa: BLE001 - a listener's own error is the test's to find, not ours
                     pass
             idle = self.runtime.executor.wait(timeout=max(0.0, deadline - time.monotonic()))
-            quiet_rounds = quiet_rounds + 1 if not pending and idle else 0
+            delivered = self.runtime.outbox.wait_empty(max(0.0, deadline - time.monotonic()))
+            quiet_rounds = quiet_rounds + 1 if not pending and idle and delivered else 0
 
     def wait_run(self, run_id: str, *states: State, timeout: float = WAIT_S) -> Run:
         """Poll the state store until ``run_id`` is in one of ``states``."""
@@ -371,7 +372,7 @@ class _Silent:
     def run_updated(self, run: Run) -> None:
         return None
 
-    def say(self, run: Run, text: str) -> None:
+    def say(self, run: Run, text: str, *, remember: str = "") -> None:
         return None
 
     def report(self, run: Run, report: Any) -> None:

@@ -140,7 +140,8 @@ class Scenario:
     def approved_deploy(self, serve: Serve) -> Run:
         """/migrate validate, wait for its deploy, an approver's reaction, and the schedule in the thread."""
         serve.command("validate")
-        deploy = wait_until(lambda: self.store.latest_run(Kind.DEPLOY), "the validation to offer a deploy", WAIT_S)
+        deploy = wait_until(lambda: (run := self.store.latest_run(Kind.DEPLOY)) and run.thread_ts and run,
+                            "the validation to offer a deploy in its thread", WAIT_S)
         serve.react(deploy.thread_ts, APPROVER1)
         wait_until(lambda: self.run(deploy.id).scheduled_for, "the deploy to be scheduled", WAIT_S)
         return self.run(deploy.id)

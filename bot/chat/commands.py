@@ -11,6 +11,8 @@ answered with one sentence saying exactly what was wrong instead of a crash.
     /migrate refresh
     /migrate deploy [run-id] [now]   no run id = the latest deploy run; now = outside the windows
     /migrate status [run-id]      no run id = the latest run
+    /migrate approve <run-id>
+    /migrate reject <run-id>
     /migrate cancel <run-id>
     /migrate triage <run-id>
     /migrate history
@@ -60,6 +62,10 @@ HELP: list[tuple[str, str, str]] = [
         "Show where a run is and what it has done so far (default: the latest run).",
         f"/migrate status {EXAMPLE_RUN_ID}",
     ),
+    ("/migrate approve <run-id>", "Approve a deploy (like reacting on its thread or pressing Approve).",
+     f"/migrate approve {EXAMPLE_RUN_ID}"),
+    ("/migrate reject <run-id>", "Reject a deploy (like reacting :x: or pressing Reject).",
+     f"/migrate reject {EXAMPLE_RUN_ID}"),
     ("/migrate cancel <run-id>", "Cancel a run that has not started yet (queued, awaiting approval or scheduled).", f"/migrate cancel {EXAMPLE_RUN_ID}"),
     (
         "/migrate triage <run-id>",
@@ -103,6 +109,8 @@ _ARITY: dict[str, _Arity] = {
     "deploy": _Arity(0, 1, "run id"),
     "status": _Arity(0, 1, "run id"),
     "cancel": _Arity(1, 1, "run id"),
+    "approve": _Arity(1, 1, "run id"),
+    "reject": _Arity(1, 1, "run id"),
     "triage": _Arity(1, 1, "run id"),
     "history": _Arity(),
     "windows": _Arity(),

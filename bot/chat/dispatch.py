@@ -32,6 +32,10 @@ def _dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -
         return commands.deploy(command.run_id, user, now=command.now)
     if name == "status":
         return commands.status(command.run_id)
+    if name == "approve":
+        return commands.approve(command.run_id or "", user)
+    if name == "reject":
+        return commands.reject(command.run_id or "", user)
     if name == "cancel":
         return commands.cancel(command.run_id or "", user)
     if name == "triage":

@@ -57,7 +57,7 @@ class ShellAnnouncer:
     def run_updated(self, run: Run) -> None:
         self._print(f"│ {render.terminal_run(run)}")
 
-    def say(self, run: Run, text: str) -> str | None:
+    def say(self, run: Run, text: str, *, remember: str = "") -> str | None:
         for i, line in enumerate(text.splitlines() or [""]):
             self._print(("│ ↳ " if i == 0 else "│   ") + line)
         return None  # the shell reacts by run id, not on a reply

@@ -2,7 +2,7 @@
 
 Every listener acknowledges at once and passes the work to the bot's own
 thread pool (bolt has five listener threads; slow runs must never hold
-them). The runs layer decides; ``SlackAnnouncer`` renders its news into the
+them). The runs layer decides; ``chat/slack_outbox.py`` renders its news into the
 run's thread: the parent message edited in place, replies for details,
 triage and the uploaded log.
 """
@@ -35,12 +35,8 @@ from bot.config import Settings
 from bot.redact import redact
 from bot.chat.dispatch import dispatch
 from bot.runs.commands import Commands
-from bot.runs.model import Run
 from bot.runs.runtime import Runtime
 from bot.runs.store import StateStore
-from bot.workflow import triage as triage_mod
-from bot.workflow.digest import Digest
-from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://slack.com/api/"
@@ -107,90 +103,6 @@ def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
         reason = getattr(exc, "reason", exc)
         raise ConnectionFailed(f"Could not open the Socket Mode connection to Slack ({reason}).",
                                "Check the network and the proxy; Socket Mode needs outbound HTTPS only.") from None
-
-
-class SlackAnnouncer:
-    """Renders run news into Slack. Chat hiccups are logged, never raised into the run."""
-
-    def __init__(self, client: WebClient, store: StateStore) -> None:
-        self.client = client
-        self.store = store
-
-    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except SlackApiError as exc:
-            log.error("slack %s failed: %s", what, exc.response.get("error") if exc.response else "unknown")
-        except Exception as exc:  # noqa: BLE001 - a dead network must not kill a deploy
-            log.error("slack %s failed: %s", what, type(exc).__name__)
-        return None
-
-    def run_started(self, run: Run) -> str:
-        text, blocks = render.run_message(run)
-        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, text=text,
-                              blocks=blocks)
-        return str(response["ts"]) if response else ""
-
-    def run_updated(self, run: Run) -> None:
-        if not run.thread_ts:
-            return
-        parent, deploy = self._thread_runs(run)
-        text, blocks = render.run_message(parent, deploy)
-        self._call("chat.update", self.client.chat_update, channel=run.channel, ts=run.thread_ts, text=text,
-                   blocks=blocks)
-
-    def thread_link(self, run: Run) -> str:
-        if not run.thread_ts:
-            return ""
-        response = self._call("chat.getPermalink", self.client.chat_getPermalink, channel=run.channel,
-                              message_ts=run.thread_ts)
-        return str(response["permalink"]) if response else ""
-
-    def _thread_runs(self, run: Run) -> tuple[Run, Run | None]:
-        """The thread's first run and its deploy (if any): the parent message shows both."""
-        if run.parent:
-            return self.store.get_run(run.parent) or run, run
-        child = self.store.run_by_message(run.channel, run.thread_ts)
-        return run, child if child and child.id != run.id else None
-
-    def post(self, channel: str, text: str) -> str | None:
-        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=channel, text=redact(text),
-                              blocks=render.text_blocks(text))
-        return str(response["ts"]) if response else None
-
-    def digest(self, channel: str, digest: Digest, chart: bytes | None) -> None:
-        text, blocks = render.digest_blocks(digest)
-        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=channel, text=text,
-                              blocks=blocks)
-        if response and chart:
-            self._call("files_upload_v2", self.client.files_upload_v2, channel=channel, thread_ts=response["ts"],
-                       file=chart, filename=f"digest-{digest.source}.png",
-                       title=f"pg_stat_statements digest of {digest.source}: where the time went")
-
-    def say(self, run: Run, text: str) -> str | None:
-        if not text or not run.thread_ts:
-            return None
-        response = self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel,
-                              thread_ts=run.thread_ts, text=redact(text), blocks=render.text_blocks(text))
-        return str(response["ts"]) if response else None
-
-    def report(self, run: Run, report: Report) -> None:
-        if not run.thread_ts:
-            return
-        text, blocks = render.report_blocks(report)
-        self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel, thread_ts=run.thread_ts,
-                   text=text, blocks=blocks)
-        findings = triage_mod.triage(report.checks)
-        if findings:
-            text, blocks = render.triage_blocks(findings)
-            self._call("chat.postMessage", self.client.chat_postMessage, channel=run.channel,
-                       thread_ts=run.thread_ts, text=text, blocks=blocks)
-        log_text = render.terminal_report(report)
-        if findings:
-            log_text += "\n\n" + triage_mod.render_text(findings)
-        self._call("files_upload_v2", self.client.files_upload_v2, channel=run.channel, thread_ts=run.thread_ts,
-                   content=redact(log_text), filename=f"{run.id}-{run.kind.value}.log",
-                   title=f"{run.kind.value} {run.id} log")
 
 
 class GroupCache:

@@ -23,8 +23,9 @@ class Announcer(Protocol):
     def run_updated(self, run: Run) -> None:
         """Edit the parent message in place to show the current state."""
 
-    def say(self, run: Run, text: str) -> str | None:
-        """A short reply in the run's thread; returns its ts when the chat has one."""
+    def say(self, run: Run, text: str, *, remember: str = "") -> str | None:
+        """A short reply in the run's thread; ``remember``: store its ts in the run's data under that key once
+        it is posted (a prompt whose reactions count as approvals)."""
 
     def report(self, run: Run, report: Report) -> None:
         """Per-check details, triage and the full log, as thread replies."""

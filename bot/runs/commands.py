@@ -252,9 +252,7 @@ class Commands:
         text = messages.OVERRIDE_ASKED.format(user=user, run_id=run.id, needed=p.approvals_required + 1, count=count,
                                               approvers=messages.who(p.approvers),
                                               reaction=rt.settings.slack.approve_reaction)
-        prompt = rt.announcer.say(run, text)
-        if prompt:
-            run = rt.lifecycle.update(run, data=dict(run.data, override_prompt_ts=prompt))
+        rt.announcer.say(run, text, remember="override_prompt_ts")  # a second approver reacts on it
         return Reply(True, text, run)
 
     def _override(self, run: Run, asked_by: str) -> Reply:
@@ -299,7 +297,7 @@ class Commands:
 
     def _schedule_lines(self) -> list[str]:
         scheduled = self.rt.store.runs(states=[State.SCHEDULED], kinds=[Kind.DEPLOY], limit=50)
-        return ([f"Scheduled: " + "; ".join(f"{r.id} {planning.describe_schedule(r)}" for r in
+        return (["Scheduled: " + "; ".join(f"{r.id} {planning.describe_schedule(r)}" for r in
                                            sorted(scheduled, key=lambda r: r.scheduled_for or "~"))]
                 if scheduled else [])
 

@@ -146,6 +146,7 @@ def finish(rt: Runtime, run: Run, report: Report) -> Run:
 
 
 def offer_deploy(rt: Runtime, validation: Run, report: Report) -> None:
+    validation = rt.store.get_run(validation.id) or validation  # its thread may have arrived while it ran
     if not report.facts.get("pending"):
         rt.announcer.say(validation, messages.NOTHING_TO_DEPLOY)
         return
@@ -156,17 +157,9 @@ def offer_deploy(rt: Runtime, validation: Run, report: Report) -> None:
         summary=f"{len(report.facts['pending'])} migration(s) validated by {validation.id}"))
     rt.announcer.run_updated(deploy)
     p = rt.settings.policy
-    prompt = rt.announcer.say(deploy, messages.DEPLOY_AWAITING.format(
+    rt.announcer.say(deploy, messages.DEPLOY_AWAITING.format(
         run_id=deploy.id, required=p.approvals_required, approvers=messages.who(p.approvers),
-        reaction=rt.settings.slack.approve_reaction))
-    remember_prompt(rt, deploy, prompt)
-
-
-def remember_prompt(rt: Runtime, run: Run, ts: str | None) -> Run:
-    """Reactions on a message that asks for approval count like reactions on the parent."""
-    if not ts:
-        return run
-    return rt.lifecycle.update(run, data=dict(run.data, prompt_ts=ts))
+        reaction=rt.settings.slack.approve_reaction), remember="prompt_ts")  # reactions on it count
 
 
 # -- deploys -----------------------------------------------------------------------------------------
@@ -215,10 +208,9 @@ def list_idle(rt: Runtime, run_id: str) -> None:
     run = rt.lifecycle.move(run, State.AWAITING_APPROVAL, data={"pids": [s["pid"] for s in sessions]},
                             summary=f"{len(sessions)} idle-in-transaction session(s) to terminate")
     p = rt.settings.policy
-    prompt = rt.announcer.say(run, "Sessions idle in transaction on prod:\n" + "\n".join(lines) +
-                              f"\nAn approver ({messages.who(p.approvers)}) must react "
-                              f":{rt.settings.slack.approve_reaction}: on this message to terminate them.")
-    remember_prompt(rt, run, prompt)
+    rt.announcer.say(run, "Sessions idle in transaction on prod:\n" + "\n".join(lines) +
+                     f"\nAn approver ({messages.who(p.approvers)}) must react "
+                     f":{rt.settings.slack.approve_reaction}: on this message to terminate them.", remember="prompt_ts")
 
 
 def terminate(rt: Runtime, run_id: str) -> None:

@@ -65,8 +65,46 @@ class Lifecycle:
     def open_thread(self, run: Run) -> Run:
         """Post the run's parent message, remember its ts, and let the queue have the run."""
         ts = self.announcer.run_started(run)
-        data = {k: v for k, v in run.data.items() if k != "opening"}
-        return self.update(run, thread_ts=ts or run.thread_ts, owner="", data=data)
+        for _ in range(10):  # read fresh: an outbox may have recorded the thread (or the run moved) meanwhile
+            fresh = self.store.get_run(run.id) or run
+            changes: dict[str, Any] = {"data": {k: v for k, v in fresh.data.items() if k != "opening"}}
+            if fresh.owner == self.owner and fresh.state is State.REQUESTED:
+                changes["owner"] = ""
+            if ts:
+                changes["thread_ts"] = ts
+            try:
+                return self.update(fresh, **changes)
+            except StaleRun:
+                continue
+        raise StaleRun(f"{run.id} kept changing while its thread was opened")
+
+    def sent(self, run_id: str, *, thread_ts: str = "", remember: str = "", ts: str = "") -> None:
+        """What a delivered message produced: a run's thread (its parent's ts), or a prompt's ts to remember.
+
+        Runs in the thread (a deploy in its validation's thread) get the thread
+        too. A compare-and-set like every write, retried: the run may be
+        moving meanwhile, and this must not be lost.
+        """
+        for _ in range(10):
+            run = self.store.get_run(run_id)
+            if run is None:
+                return
+            changes: dict[str, Any] = {}
+            if thread_ts:
+                changes["thread_ts"] = thread_ts
+            if remember and ts:
+                changes["data"] = dict(run.data, **{remember: ts})
+            if not changes:
+                return
+            try:
+                self.update(run, **changes)
+                break
+            except StaleRun:
+                continue
+        if thread_ts:
+            for child in self.store.runs(limit=50):
+                if child.parent == run_id and not child.thread_ts:
+                    self.sent(child.id, thread_ts=thread_ts)
 
     def move(self, run: Run, state: State, *, announce: bool = True, **changes: Any) -> Run:
         """Persist a transition, then announce it; refuse it if the stored run moved on meanwhile."""
@@ -77,9 +115,15 @@ class Lifecycle:
             stored = self.store.get_run(run.id)
             raise StaleRun(f"{run.id} is {stored.state if stored else 'gone'}, not {run.state}: "
                            f"not moving it to {state}")
+        moved = self._as_stored(moved)
         if announce:
             self.announcer.run_updated(moved)
         return moved
+
+    def _as_stored(self, run: Run) -> Run:
+        """The run as saved: the store keeps facts the outbox recorded meanwhile (its thread, a prompt)."""
+        stored = self.store.get_run(run.id)
+        return stored if stored is not None and stored.state is run.state else run
 
     def update(self, run: Run, *, announce: bool = False, **changes: Any) -> Run:
         """Change a run's facts (thread, schedule, data) without a transition, as a compare-and-set too."""
@@ -87,6 +131,7 @@ class Lifecycle:
         if not self.store.save_run(updated, expect=run.state):
             stored = self.store.get_run(run.id)
             raise StaleRun(f"{run.id} is {stored.state if stored else 'gone'}, not {run.state}: not updating it")
+        updated = self._as_stored(updated)
         if announce:
             self.announcer.run_updated(updated)
         return updated

@@ -59,6 +59,7 @@ class Runtime:
     executor: Executor = field(init=False)
     scheduler: Scheduler = field(init=False)
     started_at: datetime | None = field(default=None, init=False)  # when this process went live
+    outbox: Any = field(default=None, init=False)  # runs/outbox.Outbox when the chat face delivers through one
 
     def __post_init__(self) -> None:
         from bot.runs import execution  # the crash handler turns a crashed job into a run state
@@ -93,6 +94,8 @@ class Runtime:
         from bot.runs import jobs
 
         self.started_at = self.now()
+        if self.outbox is not None:
+            self.outbox.start()  # messages a previous process stored go out first
         self.lifecycle.start()
         self.recover()
         jobs.install_recurring(self)
@@ -110,4 +113,6 @@ class Runtime:
         """No new work; wait for running runs (``wait``); give up leases (only when ``wait``: else as a crash)."""
         self.scheduler.stop()
         self.executor.shutdown(wait=wait)
+        if self.outbox is not None:
+            self.outbox.stop(drain_s=10.0 if wait else 0.0)  # what is not delivered stays stored
         self.lifecycle.stop(clean=wait)

@@ -14,7 +14,7 @@ import psycopg
 
 from bot.pg import APP_NAME, rows
 
-END_SQL = f"""
+END_SQL = """
 SELECT pid, application_name, pg_cancel_backend(pid) AS cancelled, pg_terminate_backend(pid) AS terminated
 FROM pg_stat_activity
 WHERE pid <> pg_backend_pid() AND application_name LIKE ANY(%s)

@@ -119,7 +119,8 @@ def test_a_second_validation_is_queued_with_a_link_to_the_holders_thread(slack_b
     slack_bot.write_migrations({"0001_slowish.sql": "CREATE TABLE slowish (id bigint PRIMARY KEY);\n"
                                                     "SELECT pg_sleep(2);\n"})
     holder_id = slack_bot.reply(slack_bot.command("validate", user=REQUESTER)).split()[1].rstrip(":")
-    holder = slack_bot.wait_run(holder_id, State.RUNNING)
+    holder = wait_until(lambda: (run := slack_bot.wait_run(holder_id, State.RUNNING)).thread_ts and run,
+                        "the holder's thread to exist")
     reply = slack_bot.reply(slack_bot.command("validate", user=OTHER))
     queued_id = reply.split()[1].rstrip(":")
     assert reply == messages.QUEUED.format(run_id=queued_id, kind="validate", env="staging", position=1,
@@ -254,3 +255,49 @@ def test_endpoint_listen_backlog_absorbs_a_burst_of_slack_requests(slack_bot: Bo
     server = slack_bot.bot.server
     assert server is not None and server.request_queue_size >= 128
 
+
+
+# -- the outbox: a thread is never lost ---------------------------------------------------------------
+
+
+def test_a_parent_slack_refuses_four_times_still_becomes_the_thread_with_its_prompt(slack_bot: BotDriver) -> None:
+    from tests.fix_bot import FK_SET
+
+    slack_bot.dbs.both(USERS_AND_ORDERS)
+    slack_bot.write_migrations(FK_SET)
+    slack_bot.emulator.fail_next("chat.postMessage", status=500, times=4)  # more than one call's own retries
+    validation = slack_bot.validate()
+    assert validation.state is State.PASSED and validation.thread_ts
+    deploy = slack_bot.latest(Kind.DEPLOY)
+    assert deploy.thread_ts == validation.thread_ts and deploy.data.get("prompt_ts")
+    texts = slack_bot.thread_texts(validation.thread_ts)
+    assert any(t.startswith(f"Deploy {deploy.id} is waiting for 1 approval(s)") for t in texts)
+    slack_bot.react(deploy.data["prompt_ts"], APPROVE, APPROVER1)
+    slack_bot.wait_idle()
+    assert slack_bot.store.get_run(deploy.id).state is State.SCHEDULED
+
+
+def test_replies_reach_their_thread_in_the_order_they_were_said(slack_bot: BotDriver) -> None:
+    slack_bot.dbs.both(USERS_AND_ORDERS)
+    slack_bot.write_migrations(ONE_TABLE)
+    slack_bot.emulator.fail_next("chat.postMessage", status=429, retry_after=1, times=6)
+    run = slack_bot.validate()
+    texts = slack_bot.thread_texts(run.thread_ts)
+    assert texts[0].startswith("RESULT validate: PASS") and texts[-1].startswith("Deploy r-")
+
+
+def test_a_thread_that_cannot_be_created_is_told_to_the_requester_by_dm(slack_bot: BotDriver,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.runs import outbox
+
+    monkeypatch.setattr(outbox, "backoff_s", lambda attempts, retry_after_s=None: 0.05)  # minutes, in a test
+    slack_bot.dbs.both(USERS_AND_ORDERS)
+    slack_bot.write_migrations(ONE_TABLE)
+    slack_bot.emulator.fail_next("chat.postMessage", status=500, times=4 * outbox.DM_AFTER)
+    sent = slack_bot.command("validate")
+    run_id = slack_bot.reply(sent).split()[1].rstrip(":")
+    dm = slack_bot.emulator.wait_for("chat.postMessage", timeout=60, where=lambda c: c.ok and
+                                     c.args.get("channel") == REQUESTER)
+    assert dm[0].args["text"] == messages.THREAD_NOT_POSTED.format(kind="validate", run_id=run_id)
+    slack_bot.wait_idle()  # and the thread does appear once Slack takes it
+    assert slack_bot.store.get_run(run_id).thread_ts

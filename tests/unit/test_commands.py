@@ -194,8 +194,8 @@ def test_error_sentences_do_not_echo_backticks_or_unbounded_text() -> None:
 
 def test_help_table_covers_every_command_once() -> None:
     assert sorted(COMMANDS) == sorted(
-        ["help", "validate", "refresh", "deploy", "status", "cancel", "triage", "history", "digest", "windows",
-         "unblock"]
+        ["help", "validate", "refresh", "deploy", "status", "approve", "reject", "cancel", "triage", "history",
+         "digest", "windows", "unblock"]
     )
     assert len(HELP) == len(set(COMMANDS))
 
@@ -264,10 +264,14 @@ def valid_commands(draw: st.DrawFn) -> tuple[str, Command]:
     if verb == "validate" and draw(st.booleans()):
         ref = draw(_refs)
         return f"{spelled} {ref}", Command(verb, (ref,), ref=ref)
-    if verb in ("deploy", "status", "cancel", "triage") and (verb in ("cancel", "triage") or draw(st.booleans())):
+    needs_run = ("cancel", "triage", "approve", "reject")
+    if verb in ("deploy", "status", *needs_run) and (verb in needs_run or draw(st.booleans())):
         digits = draw(_hex)
         word = draw(st.sampled_from([f"r-{digits}", digits, f"R-{digits.upper()}"]))
         return f"{spelled} {word}", Command(verb, (f"r-{digits}",), run_id=f"r-{digits}")
+    if verb == "digest" and draw(st.booleans()):
+        database = draw(st.sampled_from(["prod", "staging"]))
+        return f"{spelled} {database}", Command(verb, (database,), database=database)
     return spelled, Command(verb)
 
 
@@ -313,3 +317,10 @@ def test_digest_of_an_unknown_database_says_which_exist() -> None:
 def test_digest_takes_at_most_one_database() -> None:
     assert parse("digest prod staging").error == ("`/migrate digest` takes at most one database, but got 2: "
                                                   "`prod staging`.")
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_approve_and_reject_take_a_run_id(verb: str) -> None:
+    assert (parse(f"{verb} {RUN_ID}").name, parse(f"{verb} {RUN_ID}").run_id) == (verb, RUN_ID)
+    assert parse(verb).error == (f"`/migrate {verb}` needs a run id, e.g. `/migrate {verb} {RUN_ID}`. "
+                                 "Find it with `/migrate history`.")

@@ -1,17 +1,23 @@
 """The state-store contract: what every ``StateStore`` keeps, whatever it stores in.
 
 Every contract test takes the ``store`` fixture, parametrized over the
-implementations; a new one (the PostgreSQL store for replicas) joins by
-adding a parameter and a branch to that one fixture. The last sections are
-the sqlite file's own: a state file written by an older bot, and claims from
+implementations; a new one joins by adding a parameter and a branch to that
+one fixture (``opened``). The PostgreSQL store's branch is here, but its
+parameter is not in ``IMPLEMENTATIONS``: unit tests start no database, so
+``tests/integration/test_state_store_postgres.py`` runs these same contract
+tests with ``store`` parametrized as "postgres". The last sections are the
+sqlite file's own: a state file written by an older bot, and claims from
 separate connections to one file.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,20 +30,50 @@ from bot.runs.model import Approval, Kind, Run, State, new_run_id
 from bot.runs.store import JobRecord, Lease, OwnerCheck, Sample, StateStore
 from bot.runs.store.sqlite import SqliteStore
 
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite"]  # and "postgres", in tests/integration/test_state_store_postgres.py
 STAGING = "env:staging"
 TTL_S = 30.0
+_databases = itertools.count(1)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
-    """An empty state store of each implementation; the one place a new implementation is added."""
-    if request.param == "sqlite":
-        opened = SqliteStore(tmp_path / "state.db")
-        yield opened
-        opened.db.conn.close()
+    """An empty state store of each implementation."""
+    yield from opened(request.param, request, tmp_path)
+
+
+def opened(implementation: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """An empty store of ``implementation``, closed (and its database dropped) after the test: the one place a new
+    implementation is added."""
+    if implementation == "sqlite":
+        store = SqliteStore(tmp_path / "state.db")
+        yield store
+        store.db.conn.close()
+    elif implementation == "postgres":
+        from bot.runs.store.postgres import PostgresStore
+
+        with state_database(request.getfixturevalue("pg_clusters")) as url:
+            store = PostgresStore(url)
+            yield store
+            store.close()
     else:
-        raise AssertionError(f"no state store implementation called {request.param!r}")
+        raise AssertionError(f"no state store implementation called {implementation!r}")
+
+
+@contextmanager
+def state_database(clusters: Any, options: str = "") -> Iterator[str]:
+    """A new empty database on the session's prod cluster (``tests.fix_pg``) for one test; its URL. Dropped after."""
+    import psycopg
+
+    name = f"state{os.getpid()}_{next(_databases)}"
+    admin = clusters.prod.url("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} {options}")
+    try:
+        yield clusters.prod.url(name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def everyone_alive(owner: str) -> bool:
@@ -68,8 +104,8 @@ def an_approval(run_id: str, user: str, created_at: str = "2026-01-05T10:00:00+0
 
 
 def later_by(store: StateStore, delta: timedelta, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Move the store's clock: it reads ``datetime.now`` from its module (a store that asks its server for the
-    time needs its own way here)."""
+    """Move the store's clock: it reads ``datetime.now`` from its module (both stores do; the PostgreSQL store
+    never asks its server for the time)."""
     real = datetime
 
     class Later(real):
@@ -136,6 +172,15 @@ def test_runs_lists_newest_first_filtered_by_state_and_kind(store: StateStore) -
     newer = store.insert_run(a_run(Kind.DEPLOY, State.AWAITING_APPROVAL))
     found = store.runs(states=[State.AWAITING_APPROVAL], kinds=[Kind.DEPLOY])
     assert [r.id for r in found] == [newer.id, older.id]
+
+
+def test_a_runs_summary_and_report_are_stored_redacted(store: StateStore) -> None:
+    from bot.redact import register
+
+    register("Sekrit-Value-7q2")
+    run = store.insert_run(a_run(summary="failed with Sekrit-Value-7q2", report='{"x": "Sekrit-Value-7q2"}'))
+    stored = store.get_run(run.id)
+    assert (stored.summary, stored.report) == ("failed with ***", '{"x": "***"}')
 
 
 def test_latest_run_of_a_kind(store: StateStore) -> None:
@@ -668,3 +713,96 @@ def test_thinning_keeps_the_first_sample_of_each_day_before_the_cutoff(store: St
     assert store.thin_samples("traffic", "prod", before=datetime(2026, 1, 5, tzinfo=timezone.utc)) == 2
     assert [s.taken_at[:13] for s in store.samples("traffic", "prod")] == [
         "2026-01-01T01", "2026-01-02T01", "2026-01-09T01", "2026-01-09T02"]
+
+
+# --- the chat outbox -----------------------------------------------------------------------------
+
+
+def test_deliveries_come_back_oldest_first_with_their_payload(store: StateStore) -> None:
+    first = store.enqueue("parent", {"run": "r-00000001"}, thread="r-00000001")
+    second = store.enqueue("reply", {"text": "hello"}, thread="r-00000001")
+    found = store.deliveries()
+    assert [d.id for d in found] == [first, second] and found[1].payload == {"text": "hello"}
+    assert found[0].attempts == 0 and found[0].kind == "parent"
+
+
+def test_an_unclaimed_delivery_with_the_same_key_is_not_queued_twice(store: StateStore) -> None:
+    first = store.enqueue("update", {"run": "r-00000001"}, key="update:r-00000001")
+    assert store.enqueue("update", {"run": "r-00000001"}, key="update:r-00000001") == first
+    assert store.claim_delivery(first, "me", 30)
+    assert store.enqueue("update", {"run": "r-00000001"}, key="update:r-00000001") != first  # one is being sent
+
+
+def test_a_delivery_is_claimed_by_one_sender_until_its_claim_lapses(store: StateStore) -> None:
+    delivery = store.enqueue("reply", {"text": "x"})
+    assert store.claim_delivery(delivery, "a", 30) and not store.claim_delivery(delivery, "b", 30)
+    assert store.claim_delivery(delivery, "a", 30)  # its own claim, renewed
+    other = store.enqueue("reply", {"text": "y"})
+    assert store.claim_delivery(other, "a", -1) and store.claim_delivery(other, "b", 30)  # a lapsed claim
+
+
+def test_postponing_counts_the_attempt_keeps_the_error_and_frees_the_claim(store: StateStore) -> None:
+    delivery = store.enqueue("reply", {"text": "x"})
+    store.claim_delivery(delivery, "a", 30)
+    later = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    store.postpone(delivery, next_at=later, error="HTTP 500")
+    (found,) = store.deliveries()
+    assert (found.attempts, found.last_error, found.next_at) == (1, "HTTP 500", later.isoformat())
+    assert store.claim_delivery(delivery, "b", 30)
+
+
+def test_a_delivered_message_is_gone(store: StateStore) -> None:
+    delivery = store.enqueue("reply", {"text": "x"})
+    store.delivered(delivery)
+    assert store.deliveries() == []
+
+
+def test_a_save_from_an_older_copy_keeps_the_thread_and_prompt_the_outbox_recorded(store: StateStore) -> None:
+    from dataclasses import replace as copy_with
+
+    old = store.insert_run(Run(id="r-0000abcd", kind=Kind.DEPLOY, state=State.AWAITING_APPROVAL, requested_by="U1"))
+    store.save_run(copy_with(old, thread_ts="1700.1", data={"prompt_ts": "1700.2"}), expect=State.AWAITING_APPROVAL)
+    assert store.save_run(copy_with(old, state=State.SCHEDULED, data={"estimate_s": 60}), expect=State.AWAITING_APPROVAL)
+    saved = store.get_run(old.id)
+    assert (saved.thread_ts, saved.data) == ("1700.1", {"estimate_s": 60, "prompt_ts": "1700.2"})
+
+
+# --- which store the settings choose ------------------------------------------------------------------
+
+
+def test_without_a_state_url_the_settings_open_the_sqlite_file(tmp_path: Path) -> None:
+    from bot.config import Settings, State as StateSettings
+    from bot.runs.store import open_state
+
+    found = open_state(Settings(state=StateSettings(path=str(tmp_path / "state.db"))))
+    assert (type(found), found.path) == (SqliteStore, tmp_path / "state.db")
+
+
+def test_a_state_url_with_a_literal_password_is_refused() -> None:
+    from bot.config import parse_settings
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        parse_settings('[state]\nurl = "postgres://bot:Hunter2-Pw@db.internal/state"\n')
+    assert str(refused.value) == (
+        "state.url contains a password written into the config file. Credentials belong in a secret store: use "
+        "env:STATE_DATABASE_URL, file:, aws-sm: or vault: instead, and rotate that password, since it has been "
+        "on disk.")
+
+
+@pytest.mark.parametrize("url", ["env:STATE_DATABASE_URL", "vault:apps/bot#state_url",
+                                 "postgres://bot@db.internal/state"])
+def test_a_state_url_reference_or_a_url_without_password_is_accepted(url: str) -> None:
+    from bot.config import parse_settings
+
+    assert parse_settings(f'[state]\nurl = "{url}"\n').state.url == url
+
+
+def test_overriding_the_state_path_keeps_the_state_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.config import load
+
+    config = tmp_path / "migrate-bot.toml"
+    config.write_text('[state]\nurl = "env:STATE_DATABASE_URL"\n', encoding="utf-8")
+    monkeypatch.setenv("MIGRATE_BOT_STATE", str(tmp_path / "other.db"))
+    state = load(str(config)).state
+    assert (state.path, state.url) == (str(tmp_path / "other.db"), "env:STATE_DATABASE_URL")

@@ -2,9 +2,10 @@
 
 Runs, approvals, the validations and deploys the workflow records (its
 ``Ledger``), leases (which process runs what, and until when), seen Slack
-event ids, the scheduler's persisted jobs and time series samples. The
-sqlite-utils file (``sqlite.py``) is the default for one process; the
-protocol is what a shared PostgreSQL store for replicas implements too.
+event ids, the scheduler's persisted jobs, time series samples and the chat
+outbox. The sqlite-utils file (``sqlite.py``) is the default for one process;
+``postgres.py`` is the same protocol in a PostgreSQL database that several
+replicas share (``state.url``). ``open_state`` picks one from the settings.
 
 Rules every implementation keeps:
 
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.runs.model import Approval, Kind, Run, State
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,40 @@ class Sample:
     source: str
     taken_at: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A chat message waiting to be delivered (the outbox): stored before it is sent, removed once it was."""
+
+    id: int
+    kind: str  # parent | update | reply | upload | post | dm
+    thread: str  # the run whose thread it belongs to ("" = not in a run's thread)
+    key: str  # a pending delivery with the same key is not queued twice (e.g. "update:r-…"); "" = none
+    payload: dict[str, Any]
+    attempts: int
+    next_at: str  # ISO-8601 UTC: not before
+    created_at: str
+    last_error: str = ""
+
+
+DELIVERED_KEYS = ("prompt_ts", "override_prompt_ts")  # run.data facts only the outbox writes
+
+
+def keep_delivered(stored: Run, new: Run) -> Run:
+    """What the outbox recorded (a thread's ts, a prompt's ts) survives a save from an older copy of the run.
+
+    Those facts arrive asynchronously, whenever Slack takes the message; a copy
+    read before that (an executor finishing a run, a planner scheduling it)
+    must not erase them when it saves its own change.
+    """
+    from dataclasses import replace
+
+    thread_ts = new.thread_ts or stored.thread_ts
+    kept = {k: stored.data[k] for k in DELIVERED_KEYS if k in stored.data and k not in new.data}
+    if thread_ts == new.thread_ts and not kept:
+        return new
+    return replace(new, thread_ts=thread_ts, data={**new.data, **kept})
 
 
 class StateStore(Protocol):
@@ -131,6 +169,17 @@ class StateStore(Protocol):
 
     def remove_job(self, job_id: str) -> bool: ...
 
+    # -- the chat outbox ----------------------------------------------------------------------
+    def enqueue(self, kind: str, payload: dict[str, Any], *, thread: str = "", key: str = "") -> int: ...
+
+    def deliveries(self, *, limit: int = 500) -> list[Delivery]: ...
+
+    def claim_delivery(self, delivery_id: int, owner: str, ttl_s: float) -> bool: ...
+
+    def delivered(self, delivery_id: int) -> None: ...
+
+    def postpone(self, delivery_id: int, *, next_at: datetime, error: str) -> None: ...
+
     # -- time series -------------------------------------------------------------------------
     def add_sample(self, sample: Sample) -> None: ...
 
@@ -152,7 +201,20 @@ class OwnerCheck(Protocol):
 
 
 def open_store(path: str) -> StateStore:
-    """The configured store: today the sqlite-utils file at ``state.path``."""
+    """The sqlite-utils file at ``path`` (``state.path``)."""
     from bot.runs.store.sqlite import SqliteStore
 
     return SqliteStore(path)
+
+
+def open_state(settings: Settings) -> StateStore:
+    """The configured store: PostgreSQL at ``state.url`` when it is set (replicas), else the file at ``state.path``.
+
+    ``state.url`` is a secret reference, resolved now and registered for redaction.
+    """
+    if not settings.state.url:
+        return open_store(settings.state.path)
+    from bot.runs.store.postgres import PostgresStore
+    from bot.secrets import resolve
+
+    return PostgresStore(resolve(settings.state.url, what="state database URL (state.url)"))

@@ -21,7 +21,7 @@ from sqlite_utils.db import NotFoundError
 from bot.errors import ConfigError
 from bot.redact import redact
 from bot.runs.model import ENVIRONMENT, QUEUED, Approval, Kind, Run, State
-from bot.runs.store import JobRecord, Lease, OwnerCheck, ProcessRecord, Sample
+from bot.runs.store import Delivery, JobRecord, Lease, OwnerCheck, ProcessRecord, Sample, keep_delivered
 
 EVENT_MEMORY = timedelta(days=1)  # Slack stops redelivering after minutes; a day of ids is plenty
 
@@ -100,6 +100,9 @@ class SqliteStore:
         self.db["seen_events"].create({"id": str, "seen_at": str}, pk="id", if_not_exists=True)
         self.db["jobs"].create({"id": str, "next_run_time": float, "state": bytes}, pk="id", if_not_exists=True)
         self.db["jobs"].create_index(["next_run_time"], if_not_exists=True)
+        self.db["outbox"].create({"id": int, "kind": str, "thread": str, "key": str, "payload": str, "attempts": int,
+                                  "next_at": str, "created_at": str, "last_error": str, "claimed_by": str,
+                                  "claim_expires": str}, pk="id", if_not_exists=True)
         self.db["samples"].create({"id": int, "series": str, "source": str, "taken_at": str, "data": str},
                                   pk="id", if_not_exists=True)
         self.db["samples"].create_index(["series", "source", "taken_at"], if_not_exists=True)
@@ -157,8 +160,9 @@ class SqliteStore:
         """Replace the stored run; with ``expect``, only if the stored state is still ``expect``."""
         run.updated_at = now_iso()
         run.created_at = run.created_at or run.updated_at
-        row = _row(run)
         with self._write():
+            stored = self._get_run(run.id)
+            row = _row(keep_delivered(stored, run) if stored else run)
             if expect is None:
                 self.db["runs"].upsert(row, pk="id")
                 return True
@@ -170,10 +174,13 @@ class SqliteStore:
 
     def get_run(self, run_id: str) -> Run | None:
         with self._lock:
-            try:
-                return _run_from_row(self.db["runs"].get(run_id))
-            except NotFoundError:
-                return None
+            return self._get_run(run_id)
+
+    def _get_run(self, run_id: str) -> Run | None:
+        try:
+            return _run_from_row(self.db["runs"].get(run_id))
+        except NotFoundError:
+            return None
 
     def run_by_message(self, channel: str, ts: str) -> Run | None:
         """The run a reaction on (channel, ts) is about: the thread's parent or a prompt in it (deploys first)."""
@@ -335,6 +342,48 @@ class SqliteStore:
     def remove_job(self, job_id: str) -> bool:
         with self._write():
             return self.db.execute("DELETE FROM jobs WHERE id = ?", [job_id]).rowcount == 1
+
+    # -- the chat outbox ---------------------------------------------------------------------------
+    def enqueue(self, kind: str, payload: dict[str, Any], *, thread: str = "", key: str = "") -> int:
+        """Store a message to deliver; with ``key``, it replaces an undelivered unclaimed one with that key
+        (keeping that one's place in line): a burst of edits of one message is one edit, the latest."""
+        now = now_iso()
+        with self._write():
+            if key:
+                found = list(self.db.execute("SELECT id FROM outbox WHERE key = ? AND claimed_by = '' LIMIT 1",
+                                             [key]).fetchall())
+                if found:
+                    self.db.execute("UPDATE outbox SET payload = ? WHERE id = ?", [json.dumps(payload), found[0][0]])
+                    return int(found[0][0])
+            row = self.db["outbox"].insert({"kind": kind, "thread": thread, "key": key, "payload": json.dumps(payload),
+                                            "attempts": 0, "next_at": now, "created_at": now, "last_error": "",
+                                            "claimed_by": "", "claim_expires": ""})
+            return int(row.last_pk)
+
+    def deliveries(self, *, limit: int = 500) -> list[Delivery]:
+        """Undelivered messages, oldest first (the order they must reach each thread in)."""
+        return [Delivery(id=r["id"], kind=r["kind"], thread=r["thread"], key=r["key"],
+                         payload=json.loads(r["payload"]), attempts=r["attempts"], next_at=r["next_at"],
+                         created_at=r["created_at"], last_error=r["last_error"])
+                for r in self._rows("outbox", order_by="id", limit=limit)]
+
+    def claim_delivery(self, delivery_id: int, owner: str, ttl_s: float) -> bool:
+        """One sender per message, even with several processes; a claim lapses if its sender dies."""
+        with self._write():
+            return self.db.execute(
+                "UPDATE outbox SET claimed_by = ?, claim_expires = ? WHERE id = ? AND "
+                "(claimed_by = '' OR claimed_by = ? OR claim_expires < ?)",
+                [owner, _later(ttl_s), delivery_id, owner, now_iso()]).rowcount == 1
+
+    def delivered(self, delivery_id: int) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM outbox WHERE id = ?", [delivery_id])
+
+    def postpone(self, delivery_id: int, *, next_at: datetime, error: str) -> None:
+        with self._write():
+            self.db.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, claimed_by = '', "
+                            "claim_expires = '' WHERE id = ?",
+                            [next_at.astimezone(timezone.utc).isoformat(), redact(error)[:500], delivery_id])
 
     # -- time series -----------------------------------------------------------------------------
     def add_sample(self, sample: Sample) -> None:
