@@ -132,9 +132,11 @@ def run_entry(clusters: Clusters, settings: Settings, store: SqliteStore, entry:
                 clusters.run_sql(env, dbname, setup)
             os.environ[ENV_VARS[env]] = clusters.started[env].url(dbname)
         version, _, name = entry.name.partition("_")
-        migration = build(version.lstrip("c"), name, str(entry.path), entry.sql)
+        migrations = [build(version.lstrip("c"), name, str(entry.path), entry.sql)]
+        if entry.before:  # an earlier migration of the same pending set
+            migrations.insert(0, build(version.lstrip("c") + ".0", "before", f"{entry.path} (before)", entry.before))
         started = time.perf_counter()
-        report = validate.run(settings, store, validate.GateOptions(migrations=[migration]))
+        report = validate.run(settings, store, validate.GateOptions(migrations=migrations))
         return GateResult(entry, report, time.perf_counter() - started)
     finally:
         for env in ("prod", "staging"):
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"{corpus_line(entries)}\n")
     tools = {"migrate-bot gate (live)": {r.entry.name: r.verdict for r in results},
-             "migrate-bot lint (static)": {e.name: lint_verdict(e.sql) for e in entries}}
+             "migrate-bot lint (static)": {e.name: lint_verdict(e.sql, e.before) for e in entries}}
     compare(tools, entries, print_table)
     print_live_entries(results)
     print_disagreements(results, show_lines=not args.quiet)

@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from pglast import parse_sql  # noqa: E402
 
-from bot.migrations.lint import lint_sql  # noqa: E402
+from bot.migrations.lint import lint_file, lint_sql  # noqa: E402
+from bot.migrations.lint_parse import parsed_or_raise  # noqa: E402
+from bot.migrations.lint_types import Ctx  # noqa: E402
 
 CORPUS = ROOT / "tests" / "corpus"
 SERVER_VERSION_NUM = 150000
@@ -70,6 +72,7 @@ class Entry:
     sql: str
     verdict: str
     needs_db: bool
+    before: str = ""  # an earlier migration of the same pending set, when the entry needs one
 
 
 @dataclass
@@ -105,13 +108,19 @@ def load_corpus() -> list[Entry]:
     for name in sorted(expected):
         path = CORPUS / f"{name}.sql"
         spec = expected[name]
-        entries.append(Entry(name, path, path.read_text(encoding="utf-8"), spec["verdict"], bool(spec["needs_db"])))
+        entries.append(Entry(name, path, path.read_text(encoding="utf-8"), spec["verdict"], bool(spec["needs_db"]),
+                             spec.get("before", "")))
     return entries
 
 
-def lint_verdict(sql: str) -> str:
-    """Our gate's static verdict: any blocker not suppressed by -- migrate:allow."""
-    findings = lint_sql(sql, server_version_num=SERVER_VERSION_NUM)
+def lint_verdict(sql: str, before: str = "") -> str:
+    """Our gate's static verdict: any blocker not suppressed by -- migrate:allow (after ``before``, as one set)."""
+    if before:
+        ctx = Ctx(server_version_num=SERVER_VERSION_NUM)
+        lint_file(parsed_or_raise(before), ctx, same_set=True)
+        findings = lint_file(parsed_or_raise(sql), ctx, same_set=True)
+    else:
+        findings = lint_sql(sql, server_version_num=SERVER_VERSION_NUM)
     return "block" if any(f.severity == "blocker" and f.allowed_reason is None for f in findings) else "pass"
 
 
@@ -247,7 +256,7 @@ def main() -> int:
     entries = load_corpus()
     statements = count_statements(entries)
     print(f"{corpus_line(entries)}, {statements} statements\n")
-    tools = {"migrate-bot lint": {e.name: lint_verdict(e.sql) for e in entries}}
+    tools = {"migrate-bot lint": {e.name: lint_verdict(e.sql, e.before) for e in entries}}
     squawk = compare(tools, entries, print_scores)
     print("\nthroughput (statements/s; printed, not asserted):")
     rate, rounds, seconds = lint_throughput(entries, statements)

@@ -343,13 +343,13 @@ class Applier:
         self._set_timeouts(local=False)
         try:
             for i, stmt in enumerate(migration.statements):
-                if i == last_commit and stmt.sql.upper().startswith(("COMMIT", "END")):
+                if i == last_commit and stmt.tx_kind == "commit":
                     self._finished_hooks(migration, outcome)
                     self._record(migration, time.perf_counter() - started)
                 self._execute(migration, stmt, outcome)
                 if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     outcome.applied_before_failure = len(outcome.statements)  # durable from here on
-            if not migration.statements[last_commit].sql.upper().startswith(("COMMIT", "END")):
+            if migration.statements[last_commit].tx_kind != "commit":
                 self._record(migration, time.perf_counter() - started)
         finally:
             self._rollback_if_open()

@@ -8,10 +8,14 @@ text, so quoting, comments, ``IF EXISTS``/``ONLY`` and schema-qualified names
 cannot fool a rule.
 
 This module is the public API and the driver: it runs each statement of a
-file through the rules, in order, with what the migration has done so far, and
-turns rule hits into ``Finding``s with their directives applied. The parts:
+file through the rules, in order, with what the migration — and the files
+before it — have done so far (one context carried from file to file, so a
+history of N files costs N, not N²), and turns rule hits into ``Finding``s with
+their directives applied. The parts:
 
-* ``lint_parse``: statements, comments, directives, transaction boundaries;
+* ``sqlfile`` (through ``lint_parse``): the statement model every part of the
+  bot shares — each file parsed once, its statements, comments, directives and
+  transactions (the file's own BEGIN/COMMIT blocks, autocommit files);
 * ``lint_types``: column types (which type changes rewrite) and the facts
   known before each statement (``Ctx``);
 * ``lint_rules`` (whole statements) and ``lint_alter`` (ALTER TABLE
@@ -42,19 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.migrations.lint_ast import Hit
-from bot.migrations.lint_parse import (
-    Directive,
-    LintSyntaxError,
-    Stmt,
-    assign_transactions,
-    directives,
-    runs_in_autocommit,
-    split_statements,
-)
+from bot.migrations.lint_parse import Directive, LintSyntaxError, Stmt, directives, parsed_or_raise
 from bot.migrations.lint_rules import access_exclusive_target, check_statement, lock_held_hits
-from bot.migrations.lint_types import Ctx, collect_indexes, learn, schema_context
+from bot.migrations.lint_types import Ctx, collect_indexes, created_object, learn, schema_context
+from bot.migrations.source import Migration, dbmate_up, discover
+from bot.migrations.sqlfile import ParsedFile
 
-__all__ = ["RULES", "Finding", "LintSyntaxError", "lint_paths", "lint_sql"]
+__all__ = ["RULES", "Finding", "LintSyntaxError", "lint_file", "lint_migrations", "lint_paths", "lint_sql"]
 
 _RENAME_WHY = "renaming breaks running code that still uses the old name (warning in -- migrate:cleanup migrations)"
 _DROP_WHY = "breaks running code that still uses it (warning in -- migrate:cleanup migrations)"
@@ -68,7 +66,7 @@ RULES: dict[str, tuple[str, str]] = {
     "concurrently-in-transaction": ("blocker", "CONCURRENTLY fails inside an explicit BEGIN ... COMMIT block"),
     "add-foreign-key-without-not-valid": ("blocker", "a validated FOREIGN KEY scans the table while blocking writes on both tables"),
     "add-check-without-not-valid": ("blocker", "a validated CHECK scans the whole table under ACCESS EXCLUSIVE"),
-    "validate-constraint-same-migration": ("blocker", "VALIDATE in the migration that added the constraint NOT VALID keeps the lock NOT VALID avoids"),
+    "validate-constraint-same-migration": ("blocker", "VALIDATE in the transaction that added the constraint NOT VALID keeps the lock NOT VALID avoids"),
     "set-not-null-without-check": ("blocker", "SET NOT NULL scans the table under ACCESS EXCLUSIVE unless a validated CHECK (col IS NOT NULL) exists"),
     "add-column-not-null-without-default": ("blocker", "ADD COLUMN ... NOT NULL without a DEFAULT fails on any non-empty table"),
     "add-column-volatile-default": ("blocker", "ADD COLUMN with a volatile DEFAULT rewrites the whole table under ACCESS EXCLUSIVE"),
@@ -157,25 +155,61 @@ def lint_sql(
     type changes, NOT NULL and index facts can be decided without a database.
     Raises LintSyntaxError (with ``.line``) when the SQL does not parse.
     """
-    stmts, comments = split_statements(sql)
-    # File-level directives count only as `--` comments starting a line, as the applier reads them.
-    file_level = list(directives((line, text) for line, text, own in comments if own and text.startswith("--")))
-    if cleanup is None:
-        cleanup = any(d.kind == "cleanup" for d in file_level)
-    ctx = Ctx(server_version_num=server_version_num, cleanup=cleanup)
+    parsed = parsed_or_raise(sql)
+    ctx = Ctx(server_version_num=server_version_num)
     if schema_sql:
         schema_context(schema_sql, ctx)
-    ctx.indexes.update(collect_indexes(st.node for st in stmts))
-    assign_transactions(stmts, runs_in_autocommit(stmts, file_level))
+    return lint_file(parsed, ctx, path=path, cleanup=cleanup)
+
+
+def lint_file(parsed: ParsedFile, ctx: Ctx, *, path: str = "", cleanup: bool | None = None,
+              same_set: bool = False) -> list[Finding]:
+    """Findings for one parsed file, knowing what ``ctx`` learned before it; ``ctx`` then knows this file too.
+
+    ``same_set``: the file belongs to one pending set with the files ``ctx``
+    saw before (the gate): what they created is still new (not on prod).
+    Otherwise it is linted as the next deploy after them (a history).
+    """
+    stmts = parsed.statements
+    ctx.begin_file(cleanup=parsed.cleanup if cleanup is None else cleanup, same_set=same_set)
+    ctx.indexes.update(collect_indexes(st.node for st in stmts))  # an index later in the file counts for its FKs
     hits: list[tuple[Stmt, Hit]] = []
+    locks: dict[int, str] = {}
     for st in stmts:
+        ctx.at(st)
+        ctx.recreated = _recreated_later(stmts, st) if st.kind == "DropStmt" else set()
         hits.extend((st, hit) for hit in check_statement(st, ctx))
-        st.locks = access_exclusive_target(st.node, ctx)
+        target = access_exclusive_target(st.node, ctx)
+        if target is not None:
+            locks[st.index] = target
         learn(st.node, ctx)
-    hits.extend(lock_held_hits(stmts))
+    hits.extend(lock_held_hits(stmts, locks))
     findings = [_finding(st, hit, ctx, path) for st, hit in hits]
-    findings.extend(_invalid_directives(directives((line, text) for line, text, _ in comments), path))
+    findings.extend(_invalid_directives(directives((line, text) for line, text, _ in parsed.comments), path))
     return sorted(findings, key=lambda f: f.line)
+
+
+def _recreated_later(stmts: tuple[Stmt, ...], st: Stmt) -> set:
+    """Objects created again by the statements after ``st`` in the same transaction (DROP VIEW, CREATE VIEW)."""
+    if st.tx_group is None:
+        return set()
+    found = set()
+    for later in stmts[st.index + 1 :]:
+        if later.tx_group != st.tx_group:
+            break
+        made = created_object(later.node)
+        if made:
+            found.add(made)
+    return found
+
+
+def lint_migrations(migrations: list[Migration], ctx: Ctx, *, same_set: bool) -> Iterator[tuple[Migration, list[Finding]]]:
+    """Each parsed migration's findings, in order, with one context carried through (linear in the history)."""
+    for m in migrations:
+        if m.parse_error is not None:
+            line = m.parse_error_line or 1
+            raise LintSyntaxError(f"{m.path}: line {line}: {m.parse_error}", line, m.path)
+        yield m, lint_file(m.parsed, ctx, path=m.path, cleanup=m.cleanup, same_set=same_set)
 
 
 def _finding(st: Stmt, hit: Hit, ctx: Ctx, path: str) -> Finding:
@@ -188,10 +222,7 @@ def _finding(st: Stmt, hit: Hit, ctx: Ctx, path: str) -> Finding:
 
 def _allowed(st: Stmt, rule: str) -> str | None:
     """The reason of a valid `migrate:allow` for this rule on this statement."""
-    for d in directives(st.comments):
-        if d.kind == "allow" and rule in d.rules and d.reason and all(r in RULES for r in d.rules):
-            return d.reason
-    return None
+    return st.allowed(rule, RULES)
 
 
 def _invalid_directives(found: Iterable[Directive], path: str) -> Iterator[Finding]:
@@ -213,15 +244,29 @@ def _invalid_directives(found: Iterable[Directive], path: str) -> Iterator[Findi
         )
 
 
-def lint_paths(paths: list[str]) -> list[Finding]:
-    """Lint files and directories (recursively, *.sql), sorted by file, line, rule."""
-    files: set[Path] = set()
-    for p in map(Path, paths):
-        files.update(p.rglob("*.sql") if p.is_dir() else [p])
+def lint_paths(paths: list[str], *, fmt: str = "auto", same_set: bool = False) -> list[Finding]:
+    """Lint files and migration directories, sorted by file, line, rule.
+
+    A directory is read with its migration layout (``bot.migrations.source``),
+    exactly as the gate reads it: only forward migrations (no golang-migrate
+    ``.down.sql``, dbmate ``-- migrate:down`` sections or Flyway undo files), in
+    version order, each knowing what the files before it created; a folder
+    with no migration or with unrecognised ``.sql`` files is a
+    MigrationSourceError. By default each file is linted as the next deploy
+    after the ones before it; ``same_set`` lints the whole folder as one
+    pending set (what the gate does on an empty database). A file named
+    directly is linted on its own (a dbmate file: its up section).
+    """
     findings: list[Finding] = []
-    for file in sorted(files):
+    for p in map(Path, paths):
+        if p.is_dir():
+            ctx = Ctx()
+            for _, found in lint_migrations(discover(p, fmt), ctx, same_set=same_set):
+                findings.extend(found)
+            continue
+        text = p.read_text(encoding="utf-8")
         try:
-            findings.extend(lint_sql(file.read_text(encoding="utf-8"), path=str(file)))
+            findings.extend(lint_sql(dbmate_up(text), path=str(p)))
         except LintSyntaxError as exc:
-            raise LintSyntaxError(f"{file}: {exc.message}", exc.line, str(file)) from None
+            raise LintSyntaxError(f"{p}: {exc.message}", exc.line, str(p)) from None
     return sorted(findings, key=lambda f: (f.path, f.line, f.rule))

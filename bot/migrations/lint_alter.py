@@ -47,18 +47,26 @@ def check_add_column(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt,
         return
     parts = column_constraints(col)
     typ = coltype(col.typeName)
+    default = parts.get(CT.CONSTR_DEFAULT)
+    has_default = default is not None and not _is_null_const(default.raw_expr)
     if typ.name in ("serial", "bigserial", "smallserial") or CT.CONSTR_IDENTITY in parts:
         yield _serial_hit(stmt, col, typ)
     elif CT.CONSTR_GENERATED in parts:
         yield _generated_hit(stmt, col, parts[CT.CONSTR_GENERATED])
     else:
-        default = parts.get(CT.CONSTR_DEFAULT)
-        has_default = default is not None and not _is_null_const(default.raw_expr)
         if (col.is_not_null or CT.CONSTR_NOTNULL in parts or CT.CONSTR_PRIMARY in parts) and not has_default:
             yield _not_null_no_default_hit(stmt, col)
         if has_default:
             yield from _volatile_default(stmt, col, default.raw_expr, ctx)
-    yield from _inline_constraints(stmt, col, parts)
+    filled = has_default or typ.name in ("serial", "bigserial", "smallserial") or bool(
+        {CT.CONSTR_IDENTITY, CT.CONSTR_GENERATED} & parts.keys())
+    yield from _inline_constraints(stmt, col, parts, filled=filled, alone=_only_column_adds(stmt))
+
+
+def _only_column_adds(stmt: ast.AlterTableStmt) -> bool:
+    """No subcommand but ADD COLUMN: PostgreSQL then skips validating inline REFERENCES of NULL columns
+    (a separate ADD CONSTRAINT … FOREIGN KEY in the same ALTER makes it validate them all)."""
+    return all(c.subtype == AT.AT_AddColumn for c in stmt.cmds or ())
 
 
 def _serial_hit(stmt: ast.AlterTableStmt, col: ast.ColumnDef, typ: ColType) -> Hit:
@@ -171,14 +179,22 @@ def _is_null_const(expr: ast.Node | None) -> bool:
     return isinstance(expr, ast.A_Const) and bool(expr.isnull)
 
 
-def _inline_constraints(stmt: ast.AlterTableStmt, col: ast.ColumnDef, parts: dict) -> Iterator[Hit]:
-    """Inline REFERENCES / CHECK / UNIQUE / PRIMARY KEY on ADD COLUMN cannot be NOT VALID or concurrent."""
+def _inline_constraints(stmt: ast.AlterTableStmt, col: ast.ColumnDef, parts: dict, *, filled: bool,
+                        alone: bool) -> Iterator[Hit]:
+    """Inline REFERENCES / CHECK / UNIQUE / PRIMARY KEY on ADD COLUMN cannot be NOT VALID or concurrent.
+
+    One exception, measured on PostgreSQL 15 and written in its source
+    (transformFKConstraints): inline REFERENCES on a column added without a
+    default, in an ALTER that adds nothing but columns, is marked valid
+    without any scan — the new column is NULL in every row. It is the zero-scan
+    way to add a foreign key with a new column, so it is not a finding.
+    """
     inline = (CT.CONSTR_FOREIGN, CT.CONSTR_CHECK, CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY)
     if not any(kind in parts for kind in inline):
         return
     table = stmt.relation.relname
     add_plain = alter(stmt, alter_cmd(AT.AT_AddColumn, def_=_without(col, *inline)))
-    if CT.CONSTR_FOREIGN in parts:
+    if CT.CONSTR_FOREIGN in parts and (filled or not alone):
         con = copy.copy(parts[CT.CONSTR_FOREIGN])
         con.fk_attrs = (ast.String(sval=col.colname),)
         con.conname = con.conname or f"{table}_{col.colname}_fkey"
@@ -202,7 +218,9 @@ def check_add_constraint(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: S
     if con.contype == CT.CONSTR_FOREIGN and not con.skip_validation:
         named = copy.copy(con)
         named.conname = con.conname or f"{stmt.relation.relname}_{'_'.join(fk_columns(con))}_fkey"
-        yield _fk_hit(stmt, named)
+        new_cols = [c for c in fk_columns(con) if ctx.is_new_column(rel_key(stmt.relation), c)
+                    or _added_here(stmt, c)]
+        yield _fk_hit(stmt, named, new_columns=new_cols if len(new_cols) == len(fk_columns(con)) else None)
     elif con.contype == CT.CONSTR_CHECK and not con.skip_validation:
         named = copy.copy(con)
         named.conname = con.conname or f"{stmt.relation.relname}_check"
@@ -213,6 +231,11 @@ def check_add_constraint(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: S
         yield from _pk_using_index(stmt, con, ctx)
 
 
+def _added_here(stmt: ast.AlterTableStmt, col: str) -> bool:
+    """The same ALTER adds the column."""
+    return any(c.subtype == AT.AT_AddColumn and c.def_.colname == col for c in stmt.cmds or ())
+
+
 def _not_valid_fix(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str) -> str:
     """The constraint added NOT VALID, then validated in a separate migration."""
     fixed = copy.copy(con)
@@ -221,10 +244,29 @@ def _not_valid_fix(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str) -
     return (prefix + "\n" if prefix else "") + fix
 
 
-def _fk_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "") -> Hit:
+def _fk_hit(stmt: ast.AlterTableStmt, con: ast.Constraint, prefix: str = "",
+            new_columns: list[str] | None = None) -> Hit:
+    cols = col_list(fk_columns(con))
+    if new_columns:
+        # Measured on PostgreSQL 15: a separate FOREIGN KEY on a just-added (all-NULL) column still reads every
+        # row of the table to validate it — it finds nothing, under the lock, for the whole scan.
+        plain = copy.copy(con)
+        plain.fk_attrs, plain.conname = None, None
+        return Hit(
+            "add-foreign-key-without-not-valid",
+            f"FOREIGN KEY {con.conname} on {rel(stmt.relation)} ({cols}) -> {rel(con.pktable)}: the column is new "
+            "(NULL in every row), yet validating it reads every row of the table while writes to both tables "
+            "are blocked",
+            join_lines(
+                "-- declare it inline when adding the column: PostgreSQL then marks it valid without a scan",
+                f"-- ALTER TABLE {rel(stmt.relation)} ADD COLUMN {q(new_columns[0])} <type> {sql(plain)};",
+                "-- or add it NOT VALID (nothing to validate: the column is NULL in every row):",
+                _not_valid_fix(stmt, con, prefix),
+            ),
+        )
     return Hit(
         "add-foreign-key-without-not-valid",
-        f"FOREIGN KEY {con.conname} on {rel(stmt.relation)} ({col_list(fk_columns(con))}) -> {rel(con.pktable)} "
+        f"FOREIGN KEY {con.conname} on {rel(stmt.relation)} ({cols}) -> {rel(con.pktable)} "
         "is validated at once: a full scan while writes to both tables are blocked",
         _not_valid_fix(stmt, con, prefix),
     )
@@ -284,13 +326,19 @@ def _pk_using_index(stmt: ast.AlterTableStmt, con: ast.Constraint, ctx: Ctx) -> 
 
 
 def check_validate(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """VALIDATE right after ADD ... NOT VALID keeps the ADD's lock during the scan."""
-    if (rel_key(stmt.relation), cmd.name) in ctx.not_valid_here and not ctx.is_new(stmt.relation):
+    """VALIDATE in the transaction that ran ADD ... NOT VALID keeps the ADD's lock during the scan.
+
+    In its own transaction (the file's own BEGIN … COMMIT blocks, or a
+    no-transaction file's autocommit) it only takes SHARE UPDATE EXCLUSIVE:
+    that is the safe pattern, whatever file it is in.
+    """
+    if ctx.same_tx_as((rel_key(stmt.relation), cmd.name)) and not ctx.is_new(stmt.relation):
         yield Hit(
             "validate-constraint-same-migration",
-            f"VALIDATE CONSTRAINT {cmd.name} on {rel(stmt.relation)} in the migration that added it NOT VALID: "
+            f"VALIDATE CONSTRAINT {cmd.name} on {rel(stmt.relation)} in the transaction that added it NOT VALID: "
             "the scan runs while the ADD's lock is still held",
-            "-- move it to a separate, later migration:\n" + alter(stmt, cmd),
+            "-- move it to a separate, later migration (or after a COMMIT, in its own transaction):\n"
+            + alter(stmt, cmd),
         )
 
 
@@ -299,11 +347,19 @@ def check_set_not_null(stmt: ast.AlterTableStmt, cmd: ast.AlterTableCmd, st: Stm
     key = rel_key(stmt.relation)
     if ctx.is_new(stmt.relation) or ctx.is_not_null(key, cmd.name) or ctx.has_not_null_check(key, cmd.name):
         return
+    fix = not_null_steps(stmt, cmd.name)
+    if ctx.is_new_column(key, cmd.name) or _added_here(stmt, cmd.name):
+        fix = join_lines(
+            f"-- {q(cmd.name)} is new: add it NOT NULL with its DEFAULT in one step (instant on PG11+, no scan):",
+            f"-- ALTER TABLE {rel(stmt.relation)} ADD COLUMN {q(cmd.name)} <type> NOT NULL DEFAULT <value>;",
+            "-- or enforce it online:",
+            fix,
+        )
     yield Hit(
         "set-not-null-without-check",
         f"SET NOT NULL on {rel(stmt.relation)}.{q(cmd.name)} scans the whole table under ACCESS EXCLUSIVE "
         f"(no validated CHECK ({q(cmd.name)} IS NOT NULL) first)",
-        not_null_steps(stmt, cmd.name),
+        fix,
     )
 
 

@@ -294,8 +294,13 @@ DROP_RULES: dict[OT, tuple[str, str]] = {
 }
 
 
+RECREATABLE = frozenset({"view", "function", "trigger"})  # dropped and created again: same name, same users
+
+
 def check_drop(node: ast.DropStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
-    """Drops of objects running code may use; objects created by this migration are exempt."""
+    """Drops of objects running code may use; objects created by this migration (or pending set) are exempt,
+    and so are views, functions and triggers created again later in the same transaction (DROP VIEW v;
+    CREATE VIEW v …: running code never sees it missing)."""
     if node.removeType == OT.OBJECT_INDEX:
         yield from check_drop_index(node, st, ctx)
         return
@@ -303,10 +308,19 @@ def check_drop(node: ast.DropStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
         return
     rule, kind = DROP_RULES[node.removeType]
     existing = [o for o in node.objects if (kind, obj_key(_names(o))) not in ctx.created_objects]
-    if not existing:
-        return
-    names = ", ".join(_trigger_name(o) if kind == "trigger" else _dotted(o) for o in existing)
-    yield Hit(rule, f"DROP {kind.upper()} {names} breaks running code that still uses it", cleanup_fix(f"{kind} {names}", sql(node) + ";"))
+    again = [o for o in existing if kind in RECREATABLE and (kind, obj_key(_names(o))) in ctx.recreated]
+    existing = [o for o in existing if all(o is not a for a in again)]
+    show = _trigger_name if kind == "trigger" else _dotted
+    if existing:
+        names = ", ".join(show(o) for o in existing)
+        yield Hit(rule, f"DROP {kind.upper()} {names} breaks running code that still uses it",
+                  cleanup_fix(f"{kind} {names}", sql(node) + ";"))
+    elif again and node.behavior == enums.DropBehavior.DROP_CASCADE:
+        names = ", ".join(show(o) for o in again)
+        yield Hit(rule, f"DROP {kind.upper()} {names} CASCADE: re-created in the same transaction, but CASCADE "
+                        "also drops whatever depends on it, which is not",
+                  f"-- drop without CASCADE (it then fails if something depends on {names}), or re-create the "
+                  "dependent objects in the same transaction too", severity="warning")
 
 
 def check_vacuum(node: ast.VacuumStmt, st: Stmt, ctx: Ctx) -> Iterator[Hit]:
@@ -475,21 +489,25 @@ def _weak_cmd(cmd: ast.AlterTableCmd) -> bool:
     return cmd.subtype in _WEAK_SUBCOMMANDS
 
 
-def lock_held_hits(stmts: list[Stmt]) -> Iterator[tuple[Stmt, Hit]]:
-    """First ACCESS EXCLUSIVE statement of each transaction that more statements follow."""
+def lock_held_hits(stmts: tuple[Stmt, ...] | list[Stmt], locks: dict[int, str]) -> Iterator[tuple[Stmt, Hit]]:
+    """First ACCESS EXCLUSIVE statement of each transaction that more statements follow.
+
+    ``locks``: statement index -> the existing table it takes ACCESS EXCLUSIVE on.
+    """
     groups: dict[int, list[Stmt]] = {}
     for st in stmts:
         if st.tx_group is not None and not isinstance(st.node, (ast.TransactionStmt, ast.VariableSetStmt)):
             groups.setdefault(st.tx_group, []).append(st)
     for members in groups.values():
         for i, st in enumerate(members):
-            if st.locks is None:
+            table = locks.get(st.index)
+            if table is None:
                 continue
             rest = len(members) - i - 1
             if rest:
                 yield st, Hit(
                     "statements-after-access-exclusive",
-                    f"ACCESS EXCLUSIVE on {st.locks} is held while {rest} more statement(s) run in the same transaction",
+                    f"ACCESS EXCLUSIVE on {table} is held while {rest} more statement(s) run in the same transaction",
                     f"SET lock_timeout = '5s';\n{st.text};\n-- move the {rest} statement(s) after it to a separate migration",
                 )
             break

@@ -6,9 +6,17 @@ Two halves of one question, "is this ALTER dangerous given what we know?":
   does without rewriting the table (binary-coercible casts and typmod
   widenings of built-in types, mirroring its support functions);
 * ``Ctx``: what is known before the current statement (tables and objects the
-  migration created, column types, NOT NULL columns, validated CHECKs,
-  indexes), learned statement by statement with ``learn`` and from DDL that
-  describes the existing database with ``schema_context``.
+  migration — or, in the gate, the pending set — created, column types, NOT
+  NULL columns, validated CHECKs, indexes), learned statement by statement
+  with ``learn`` and from DDL that describes the existing database with
+  ``schema_context``. One ``Ctx`` is carried from file to file, so a history
+  is linted in one pass: nothing is re-parsed.
+
+"New" means invisible to running code: a table created earlier in the same
+file — or, in the gate's pending set, earlier in the set — does not exist on
+prod, so no query waits for its locks and it has no rows there. A file linted
+as the next deploy after a history (``migrate-bot lint DIR``) sees the earlier
+files' objects as existing ones (they are on prod, with data).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pglast import ast, enums
 
 from bot.migrations.lint_ast import AT, CT, OT, RelKey, column_constraints, index_columns, obj_key, rel_key
 from bot.migrations.lint_parse import parse
+from bot.migrations.sqlfile import Statement
 
 
 # --------------------------------------------------------------------------
@@ -140,12 +149,43 @@ class Ctx:
     not_null: set[tuple[RelKey, str]] = field(default_factory=set)
     checks: dict[tuple[RelKey, str], ast.Node] = field(default_factory=dict)
     valid_checks: set[tuple[RelKey, str]] = field(default_factory=set)
-    not_valid_here: set[tuple[RelKey, str]] = field(default_factory=set)
+    not_valid_here: dict[tuple[RelKey, str], tuple[int, int] | None] = field(default_factory=dict)  # -> its transaction
     added_cols: set[tuple[RelKey, str]] = field(default_factory=set)
+    known_tables: set[RelKey] = field(default_factory=set)  # exist before the file/set (schema, earlier history)
+    file_no: int = 0
+    tx: tuple[int, int] | None = None  # the current statement's transaction: (file, tx_group); None = on its own
+    recreated: set[tuple[str, RelKey]] = field(default_factory=set)  # re-created later in the current transaction
+
+    def begin_file(self, cleanup: bool, same_set: bool) -> None:
+        """A new file. In a pending set (``same_set``) what earlier files created stays new; otherwise (a
+        history, linted file by file as the next deploy) it becomes existing: deployed, used, with rows."""
+        self.file_no += 1
+        self.cleanup = cleanup
+        self.not_valid_here.clear()
+        if not same_set:
+            self.forget_new()
+
+    def forget_new(self) -> None:
+        """What was new becomes existing (already deployed)."""
+        self.known_tables |= self.created
+        for known in (self.created, self.created_objects, self.new_indexes, self.added_cols):
+            known.clear()
+
+    def at(self, st: Statement) -> None:
+        """Enter a statement: note its transaction."""
+        self.tx = (self.file_no, st.tx_group) if st.tx_group is not None else None
+
+    def same_tx_as(self, key: tuple[RelKey, str]) -> bool:
+        """The constraint was added NOT VALID in the current statement's transaction."""
+        return self.tx is not None and key in self.not_valid_here and self.not_valid_here[key] == self.tx
 
     def is_new(self, rv: ast.RangeVar) -> bool:
-        """Created earlier in this migration: empty, so lock rules do not apply."""
+        """Created earlier in this migration (or pending set): not on prod, so lock rules do not apply."""
         return rel_key(rv) in self.created
+
+    def is_new_column(self, key: RelKey, col: str) -> bool:
+        """Added earlier in this migration (or pending set), or its table is new: all NULL or default."""
+        return key in self.created or (key, col) in self.added_cols
 
     def index_is_new(self, name: str) -> bool:
         """The index was created earlier in this migration."""
@@ -204,19 +244,25 @@ def learn(node: ast.Node, ctx: Ctx) -> None:
         key = rel_key(node.into.rel)
         ctx.created.add(key)
         ctx.created_objects.add(("view" if node.objtype == OT.OBJECT_MATVIEW else "table", key))
+    elif isinstance(node, ast.SelectStmt) and node.intoClause is not None:  # SELECT … INTO new_table
+        key = rel_key(node.intoClause.rel)
+        ctx.created.add(key)
+        ctx.created_objects.add(("table", key))
     elif isinstance(node, ast.IndexStmt) and node.idxname:
         ctx.new_indexes.add(node.idxname)
     elif isinstance(node, ast.AlterTableStmt) and node.objtype == OT.OBJECT_TABLE:
         for cmd in node.cmds or ():
             _learn_alter_cmd(rel_key(node.relation), cmd, ctx)
     else:
-        created = _created_object(node)
+        created = created_object(node)
         if created:
             ctx.created_objects.add(created)
 
 
-def _created_object(node: ast.Node) -> tuple[str, RelKey] | None:
+def created_object(node: ast.Node) -> tuple[str, RelKey] | None:
     """(kind, key) of views, sequences, functions, types, triggers and schemas a statement creates."""
+    if isinstance(node, ast.CreateTableAsStmt) and node.objtype == OT.OBJECT_MATVIEW:
+        return "view", rel_key(node.into.rel)
     if isinstance(node, ast.ViewStmt):
         return "view", rel_key(node.view)
     if isinstance(node, ast.CreateSeqStmt):
@@ -237,6 +283,8 @@ def _created_object(node: ast.Node) -> tuple[str, RelKey] | None:
 
 def _learn_create_table(node: ast.CreateStmt, ctx: Ctx) -> None:
     key = rel_key(node.relation)
+    if node.if_not_exists and key in ctx.known_tables and key not in ctx.created:
+        return  # CREATE TABLE IF NOT EXISTS of a table that is already there: a no-op
     ctx.created.add(key)
     ctx.created_objects.add(("table", key))
     for elt in node.tableElts or ():
@@ -263,7 +311,7 @@ def _learn_constraint(key: RelKey, con: ast.Constraint, ctx: Ctx) -> None:
         if con.contype == CT.CONSTR_CHECK:
             ctx.checks[(key, con.conname)] = con.raw_expr
         if con.skip_validation:
-            ctx.not_valid_here.add((key, con.conname))
+            ctx.not_valid_here[(key, con.conname)] = ctx.tx
         elif con.contype == CT.CONSTR_CHECK:
             ctx.valid_checks.add((key, con.conname))
 
@@ -321,9 +369,9 @@ def _key_constraints(node: ast.Node) -> Iterator[tuple[RelKey, ast.Constraint]]:
 
 def schema_context(schema_sql: str, ctx: Ctx) -> None:
     """Learn existing tables' facts from DDL (e.g. a schema dump) without treating them as new."""
-    nodes = [raw.stmt for raw in parse(schema_sql)]
+    nodes = parse(schema_sql)
     ctx.indexes.update(collect_indexes(nodes))
     for node in nodes:
         learn(node, ctx)
-    for known in (ctx.created, ctx.created_objects, ctx.new_indexes, ctx.not_valid_here, ctx.added_cols):
-        known.clear()
+    ctx.forget_new()
+    ctx.not_valid_here.clear()

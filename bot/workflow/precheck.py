@@ -16,6 +16,9 @@ Rules of conduct:
   ``statement_timeout``: a slow or failing pre-check becomes a WARNING and can
   never abort or stall the migration;
 * bounded: counts stop at ``cap`` ("more than 100000");
+* never on a column the same ALTER (or an earlier statement of the pending
+  set) creates, nor on a table the set creates: such a column is NULL (or its
+  default) in every row and may not exist yet when the probe would run;
 * example keys are primary-key values only (``ctid`` when there is no primary
   key) — never other column values, which may be personal data. For
   duplicates the report gives the number of duplicated groups and the keys of
@@ -28,14 +31,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import pglast
 import psycopg
 from pglast import ast, enums
-from pglast.parser import ParseError
 from pglast.stream import RawStream, maybe_double_quote_name
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from bot.migrations.lint_ast import rel_key, walk
+from bot.migrations.lint_types import Ctx
 from bot.migrations.source import Migration, Statement
 from bot.pg import rows, scalar
 from bot.workflow.report import Check, Status
@@ -124,31 +127,65 @@ def _primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
     return tuple(r["attname"] for r in found)
 
 
-def probes_for(conn: psycopg.Connection, stmt: Statement) -> list[Probe]:
-    """The data pre-checks a statement needs (none for most statements)."""
-    if stmt.kind not in PROBED:
+def probes_for(conn: psycopg.Connection, stmt: Statement, known: Ctx | None = None) -> list[Probe]:
+    """The data pre-checks a statement needs (none for most statements).
+
+    ``known``: what the pending set created before this statement (the lint's
+    model, kept by the trace); probes on new tables and new columns are skipped.
+    """
+    node = stmt.node
+    if stmt.kind not in PROBED or node is None:
         return []
-    try:
-        node = pglast.parse_sql(stmt.sql)[0].stmt
-    except (ParseError, IndexError):
-        return []
+    known = known or Ctx()
     if isinstance(node, ast.IndexStmt) and node.unique:
-        target = _target(conn, node.relation)
+        fresh = known.is_new(node.relation) or any(
+            p.name and known.is_new_column(rel_key(node.relation), p.name) for p in node.indexParams or ())
+        target = None if fresh else _target(conn, node.relation)
         return [_unique_index_probe(target, node)] if target else []
     if not isinstance(node, ast.AlterTableStmt) or node.objtype != enums.ObjectType.OBJECT_TABLE:
+        return []
+    if known.is_new(node.relation):
         return []
     target = _target(conn, node.relation)
     if target is None:
         return []
+    key = rel_key(node.relation)
+    added = {c.def_.colname for c in node.cmds or () if c.subtype == AT.AT_AddColumn}
+    new = lambda cols: any(c in added or known.is_new_column(key, c) for c in cols)  # noqa: E731
     probes: list[Probe] = []
     for cmd in node.cmds or ():
-        if cmd.subtype == AT.AT_SetNotNull:
+        if cmd.subtype == AT.AT_SetNotNull and not new([cmd.name]):
             probes.append(_not_null_probe(target, [cmd.name]))
         elif cmd.subtype == AT.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
-            probes += _constraint_probes(conn, target, cmd.def_)
+            if not new(_constraint_columns(cmd.def_)):
+                probes += _constraint_probes(conn, target, cmd.def_)
         elif cmd.subtype == AT.AT_ValidateConstraint:
             probes += _validate_probes(conn, target, cmd.name)
     return probes
+
+
+def might_probe(stmt: Statement, known: Ctx | None = None) -> bool:
+    """Whether ``probes_for`` could find anything to count, decided on the parse tree alone (no round trip)."""
+    node, known = stmt.node, known or Ctx()
+    if isinstance(node, ast.IndexStmt):
+        return bool(node.unique) and not known.is_new(node.relation)
+    if not isinstance(node, ast.AlterTableStmt) or node.objtype != enums.ObjectType.OBJECT_TABLE:
+        return False
+    if known.is_new(node.relation):
+        return False
+    return any(c.subtype in (AT.AT_SetNotNull, AT.AT_ValidateConstraint)
+               or (c.subtype == AT.AT_AddConstraint and isinstance(c.def_, ast.Constraint)
+                   and c.def_.contype in (CT.CONSTR_FOREIGN, CT.CONSTR_CHECK, CT.CONSTR_UNIQUE, CT.CONSTR_PRIMARY))
+               for c in node.cmds or ())
+
+
+def _constraint_columns(con: ast.Constraint) -> list[str]:
+    """The table's columns a new constraint reads (FK columns, keys, the columns a CHECK mentions)."""
+    cols = [s.sval for s in (con.fk_attrs or ()) + (con.keys or ())]
+    if con.raw_expr is not None:
+        cols += [n.fields[-1].sval for n in walk(con.raw_expr)
+                 if isinstance(n, ast.ColumnRef) and isinstance(n.fields[-1], ast.String)]
+    return cols
 
 
 def _cols(names: list[str] | tuple[str, ...], alias: str = "") -> list[str]:
@@ -400,12 +437,13 @@ class DataPrechecks:
     timeout_s: float = TIMEOUT_S
     cap: int = CAP
 
-    def run(self, conn: psycopg.Connection, migration: Migration, stmt: Statement) -> list[Check]:
-        if stmt.kind not in PROBED:
+    def run(self, conn: psycopg.Connection, migration: Migration, stmt: Statement,
+            known: Ctx | None = None) -> list[Check]:
+        if stmt.kind not in PROBED or not might_probe(stmt, known):
             return []
         try:
             with bounded(conn, self.timeout_s):  # catalog lookups, in a savepoint all the same
-                probes = probes_for(conn, stmt)
+                probes = probes_for(conn, stmt, known)
         except psycopg.Error:
             return []
         return [self._probe(conn, migration, stmt, p) for p in probes]

@@ -48,11 +48,13 @@ class _Tables(visitors.Visitor):
 
 
 def touched_tables(migrations: list[Migration]) -> set[str]:
-    """Relation names the migrations mention (pure; unparsable files are skipped)."""
+    """Relation names the migrations mention (pure; read from the statement model, nothing re-parsed;
+    unparsable files have no statements)."""
     finder = _Tables()
     for m in migrations:
-        if not m.parse_error:
-            finder(pglast.parse_sql(m.sql))
+        for stmt in m.statements:
+            if stmt.node is not None:
+                finder(stmt.node)
     return finder.names
 
 

@@ -16,7 +16,15 @@ applier runs it records, on the migration's own connection:
 * ``relfilenode`` of the touched tables and their indexes, before and after: a
   change is a real rewrite, whatever the static rules predicted;
 * rows and size of the touched tables, durations, and for CONCURRENTLY index
-  builds the index's validity afterwards.
+  builds the index's validity afterwards;
+* what it read and wrote: the tables' own counters (sequential scans, tuples
+  returned, rows updated/deleted) before and after it (``bot.workflow.scans``),
+  in the same round trip as its locks — two small batched queries per
+  statement, and the tables' files are only compared after statements that
+  can give a table a new one.
+
+Every statement comes from the statement model (``bot.migrations.sqlfile``):
+the trace reads its parse tree, never re-parses its text.
 
 Verdicts (all added to the report; the trace never clears a static blocker):
 
@@ -27,35 +35,59 @@ Verdicts (all added to the report; the trace never clears a static blocker):
   ``gate.lock_budget_s`` is a BLOCKER (``trace.lock-held``); so are a
   transaction over ``gate.transaction_budget_s`` (``trace.transaction-time``)
   and a migration over ``gate.migration_budget_s`` (``trace.migration-time``);
+* a full scan or a full-table write of a non-empty table that existed before
+  the set, under a read/write-blocking lock, is a BLOCKER whatever its
+  duration (``trace.scan``), with the rows, the lock, the safe pattern and —
+  given prod's sizes — the duration scaled to prod's rows;
 * a type change PostgreSQL did *not* rewrite is a WARNING with the evidence,
   never a blocker (``trace.type-change``); a CONCURRENTLY index is PASSED when valid
   (``trace.concurrent-index``); one summary per migration (``trace.<label>``).
 
 Data pre-checks (``bot.workflow.precheck``) run first in ``before()``, so both
-plug into the applier as one ``StatementHooks``.
+plug into the applier as one ``StatementHooks``; they are told what the set
+created so far (``facts``, the lint's own model). ``evidence`` collects, per
+statement, what ``lintgate.overrule`` needs to downgrade a static guess the
+measurements disproved.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+import weakref
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
-import pglast
 import psycopg
 from pglast import ast, enums
-from pglast.parser import ParseError
 from pglast.stream import RawStream
-from psycopg.conninfo import make_conninfo
+from psycopg.sql import Identifier
 from psycopg.pq import TransactionStatus
 
 from bot.config import Gate
+from bot.migrations.lint_ast import walk
+from bot.migrations.lint_types import Ctx, learn
 from bot.migrations.source import Migration, Statement
+from bot.migrations.sqlfile import is_concurrent
 from bot.pg import rows, scalar
 from bot.workflow.precheck import DataPrechecks, _primary_key, bounded, q
 from bot.workflow.report import Check, Status
+from bot.workflow.scans import (
+    CLEAR,
+    FULL,
+    Counters,
+    StatementEvidence,
+    TableEvidence,
+    TableSize,
+    batch,
+    counters_by_names,
+    counters_by_oids,
+    counters_from,
+    relation_names,
+    scan_check,
+    target_names,
+)
+from bot.workflow.locksampler import LOCKS_SQL, Lock, LockSampler, side_connection
+from bot.workflow.tracefixes import lock_fix, rewrite_fix
 
 LOCK_MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
               "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
@@ -67,15 +99,23 @@ AT = enums.AlterTableType
 _INDEXES = """COALESCE((SELECT json_object_agg(i.relname, i.relfilenode) FROM pg_index x
                         JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid), '{}') AS indexes"""
 SNAPSHOT_SQL = f"""
-SELECT c.oid, c.oid::regclass::text AS name, c.relfilenode, c.reltuples, {_INDEXES}
+SELECT c.oid, c.oid::regclass::text AS name, c.relfilenode, c.reltuples, c.relkind, {_INDEXES}
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'migrate_bot')
   AND n.nspname !~ '^pg_(toast|temp)'"""
+TABLE_OIDS_SQL = """SELECT c.oid, c.oid::regclass::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'migrate_bot')
+  AND n.nspname !~ '^pg_(toast|temp)'"""
 NODES_SQL = f"SELECT c.oid, c.relfilenode, {_INDEXES} FROM pg_class c WHERE c.oid = ANY (%s::oid[])"
-LOCKS_SQL = ("SELECT relation::bigint AS oid, mode FROM pg_locks "
-             "WHERE pid = %s AND locktype = 'relation' AND granted AND relation IS NOT NULL")
+LOCKED_NODES_SQL = (f"SELECT c.oid, c.relfilenode, {_INDEXES} FROM pg_class c WHERE c.oid IN "
+                    "(SELECT relation FROM pg_locks WHERE pid = {pid} AND locktype = 'relation' AND granted)")
 
-Lock = tuple[int, str]  # (table oid, mode)
+# Statements that never give an existing table or index a new file: no relfilenode to compare after them.
+KEEPS_FILES = frozenset({"CreateStmt", "IndexStmt", "ViewStmt", "CreateFunctionStmt", "CreateEnumStmt",
+                         "CompositeTypeStmt", "CreateDomainStmt", "CreateSeqStmt", "AlterSeqStmt", "CommentStmt",
+                         "GrantStmt", "CreateTrigStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "DropStmt",
+                         "RenameStmt", "AlterEnumStmt", "CreateSchemaStmt", "VariableSetStmt", "CreateExtensionStmt",
+                         "LockStmt", "CreatePolicyStmt", "RuleStmt"})
 
 
 def strength(mode: str) -> int:
@@ -97,29 +137,26 @@ def human_bytes(n: int | None) -> str:
     return f"{n} bytes"
 
 
-@lru_cache(maxsize=256)
-def _parse(text: str) -> ast.Node | None:
-    try:
-        return pglast.parse_sql(text)[0].stmt
-    except (ParseError, IndexError):
-        return None
-
-
-def _concurrently(stmt: Statement) -> bool:
-    node = _parse(stmt.sql)
-    if isinstance(node, ast.ReindexStmt):
-        return any(getattr(p, "defname", "") == "concurrently" for p in node.params or ())
-    return bool(getattr(node, "concurrent", False))
-
-
 def _rel_text(rv: ast.RangeVar) -> str:
     """A RangeVar as text for to_regclass (without ONLY)."""
     return ".".join(q(p) for p in (rv.schemaname, rv.relname) if p)
 
 
+def _nodes_sql(oids: list[int]) -> str:
+    return NODES_SQL.replace("%s::oid[]", "'{" + ",".join(str(int(o)) for o in oids) + "}'::oid[]")
+
+
+def _relations(node: ast.Node | None) -> list[ast.RangeVar]:
+    return [n for n in walk(node) if isinstance(n, ast.RangeVar)] if node is not None else []
+
+
+def _quoted_rv(rv: ast.RangeVar) -> str:
+    return ".".join(Identifier(p).as_string(None) for p in (rv.schemaname, rv.relname) if p)
+
+
 def _type_changes(stmt: Statement) -> tuple[ast.RangeVar | None, list[tuple[str, str]]]:
     """(table, [(column, new type)]) of an ALTER TABLE … ALTER COLUMN … TYPE."""
-    node = _parse(stmt.sql)
+    node = stmt.node
     if not isinstance(node, ast.AlterTableStmt):
         return None, []
     changes = [(c.name, RawStream()(c.def_.typeName)) for c in node.cmds or ()
@@ -136,6 +173,7 @@ class _Table:
     relfilenode: int
     indexes: dict[str, int]
     reltuples: float
+    relkind: str = "r"
 
 
 @dataclass
@@ -167,9 +205,15 @@ class _Attempt:
     blocked: set[int] = field(default_factory=set)  # tables with a rewrite blocker
     blockers: int = 0
     durations: list[tuple[Statement, float]] = field(default_factory=list)
-    sampler: "_LockSampler | None" = None
+    sampler: "LockSampler | None" = None
     index: tuple[int, str, set[int]] | None = None  # concurrent build: (table oid, name, index oids before)
     last_before: Statement | None = None
+    watch: dict[int, Counters] = field(default_factory=dict)  # counters of the statement's tables, before it
+    names: dict[str, int] = field(default_factory=dict)  # the statement's relation names -> oids, before it
+    evidence_for: list[str] = field(default_factory=list)  # its target tables the static rules do not know as new
+    nodes_stale: set[int] = field(default_factory=set)  # locked by statements whose files were not compared
+    rewritten_now: set[int] = field(default_factory=set)  # tables the current statement got a rewrite blocker for
+    scans: list[str] = field(default_factory=list)  # full scans that were not blockers (summary)
 
 
 def _statement_by_statement(migration: Migration) -> bool:
@@ -177,46 +221,24 @@ def _statement_by_statement(migration: Migration) -> bool:
     return migration.no_transaction and not migration.own_transaction
 
 
-class _LockSampler:
-    """Samples another backend's relation locks from a side connection while an autocommit statement runs."""
-
-    def __init__(self, conn: psycopg.Connection, interval_s: float) -> None:
-        self.found: set[Lock] = set()
-        self._conn, self._pid, self._interval = conn, conn.info.backend_pid, interval_s
-        self._stop = threading.Event()
-        info = conn.info
-        self._side = psycopg.connect(make_conninfo(info.dsn, password=info.password or None,
-                                                   application_name="migrate-bot-trace"), autocommit=True)
-        self._thread = threading.Thread(target=self._run, name="migrate-bot-lock-sampler", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set() and not self._conn.closed:
-                for oid, mode in self._side.execute(LOCKS_SQL, (self._pid,)).fetchall():
-                    self.found.add((int(oid), mode))
-                self._stop.wait(self._interval)
-        except psycopg.Error:
-            pass
-        finally:
-            self._side.close()
-
-    def stop(self) -> set[Lock]:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        return set(self.found)
-
-
 class StagingTrace:
     """StatementHooks for the staging gate: data pre-checks, then locks, rewrites and durations."""
 
     def __init__(self, gate: Gate, prechecks: DataPrechecks | None = DataPrechecks(), *,
-                 sample_interval_s: float = 0.02) -> None:
+                 sample_interval_s: float = 0.02, prod_sizes: dict[str, TableSize] | None = None) -> None:
         self.gate = gate
         self.prechecks = prechecks
         self.sample_interval_s = sample_interval_s
+        self.prod_sizes = prod_sizes or {}  # prod's rows per table name (scans.prod_tables): durations scaled
+        self.evidence: list[StatementEvidence] = []  # per statement, for lintgate.overrule
+        self.facts = Ctx()  # what the set created so far (the lint's model): pre-checks skip new columns
+        self._set_tables: set[int] | None = None  # tables that existed before the set (first migration's start)
         self._a: _Attempt | None = None
         self._broken: str | None = None  # label of a migration the trace gave up on
+        self._side: psycopg.Connection | None = None  # the lock sampler's connection, opened when first needed
+        self._tables: dict[int, _Table] = {}  # the existing tables, kept from migration to migration
+        self._changed: set[int] = set()  # tables whose files changed since the last snapshot
+        self._closer: weakref.finalize | None = None
 
     # -- StatementHooks ---------------------------------------------------------------
     def before(self, conn: psycopg.Connection, migration: Migration, stmt: Statement) -> list[Check]:
@@ -270,10 +292,24 @@ class StagingTrace:
             out += self._close_tx(conn, a, *a.last_end)
         a.last_before = stmt
         if self.prechecks and not retry:
-            out += self.prechecks.run(conn, migration, stmt)
+            out += self.prechecks.run(conn, migration, stmt, self.facts)
         a.index = self._index_before(conn, stmt)
+        a.evidence_for = [n for n in target_names(stmt) if not self._known_new(n, stmt)]
+        names = list(dict.fromkeys(relation_names(stmt) + a.evidence_for))
+        # one round trip, last: nothing of the trace's own is counted
+        refresh = sorted(a.nodes_stale) if a.nodes_stale and stmt.kind not in KEEPS_FILES else []
+        parts = ([_nodes_sql(refresh)] if refresh else []) + (
+            [CLEAR, counters_by_names(conn, names)] if names else []) + (
+            [LOCKS_SQL % conn.info.backend_pid] if a.in_tx else [])
+        found = batch(conn, parts)
+        if refresh:  # the files as they are now, before this statement, of tables earlier ones locked
+            for r in found.pop(0):
+                if r["oid"] in a.tables:
+                    a.tables[r["oid"]].relfilenode, a.tables[r["oid"]].indexes = r["relfilenode"], dict(r["indexes"])
+            a.nodes_stale = set()
+        a.watch, a.names = counters_from(found[1]) if names else ({}, {})
         if a.in_tx:
-            a.baseline = self._locks(conn, a)
+            a.baseline = {(int(r["oid"]), r["mode"]) for r in found[-1] if int(r["oid"]) in a.tables}
         else:
             self._stop_sampler(a)
             a.sampler = self._sampler(conn)
@@ -290,9 +326,20 @@ class StagingTrace:
         if a is None or a.migration.label != migration.label:
             return []
         t0 = time.perf_counter()
+        pid = conn.info.backend_pid
+        compare = stmt.kind not in KEEPS_FILES or not a.in_tx  # autocommit: compare all (locks may be missed)
+        parts = ([CLEAR, counters_by_oids(conn, a.watch)] if a.watch else []) + (
+            [LOCKS_SQL % pid] if a.in_tx else []) + (
+            [LOCKED_NODES_SQL.replace("{pid}", str(int(pid)))] if a.in_tx and compare else [])
+        found = batch(conn, parts)  # one round trip, first: before the trace's own queries
+        counted = counters_from(found[1])[0] if a.watch else {}
         a.durations.append((stmt, seconds))
+        a.rewritten_now = set()
+        learn(stmt.node, self.facts)
+        current = None
         if a.in_tx:
-            locks = self._locks(conn, a)
+            locks = {(int(r["oid"]), r["mode"]) for r in found[-2 if compare else -1] if int(r["oid"]) in a.tables}
+            current = {r["oid"]: r for r in found[-1]} if compare else None
             taken = locks - a.baseline
             for oid, mode in sorted(taken - a.open.keys()):
                 a.open[(oid, mode)] = _Hold(oid, mode, stmt, *a.stmt_start)
@@ -306,8 +353,14 @@ class StagingTrace:
         for oid, mode in locks:
             if strength(mode) > strength(modes.get(oid, "")):
                 modes[oid] = mode
-        out = self._rewrites(conn, a, stmt, seconds, touched, modes)
+        if not compare:  # nothing rewritten; an index may be gone or new: read those tables' files again when it matters
+            a.nodes_stale |= {oid for oid, _ in locks}
+            self._changed |= a.nodes_stale
+            touched = set()
+        out = self._rewrites(conn, a, stmt, seconds, touched, modes, current)
+        out += self._scans(conn, a, stmt, seconds, counted, modes)
         out += self._concurrent_index(conn, a, stmt, seconds)
+        self._record_evidence(conn, a, stmt, seconds, counted)
         if not a.in_tx:
             holds = [_Hold(oid, mode, stmt, *a.stmt_start, seconds=seconds) for oid, mode in sorted(locks)]
             a.closed += holds
@@ -336,26 +389,51 @@ class StagingTrace:
 
     # -- bookkeeping ------------------------------------------------------------------
     def _begin(self, conn: psycopg.Connection, migration: Migration) -> None:
+        """The tables as they are now. Only tables the trace has not seen yet, or saw change (a rewrite that may
+        have been rolled back since), are read again: nothing else runs on staging between two statements."""
         if self._a is not None:
             self._stop_sampler(self._a)
-        tables = {r["oid"]: _Table(r["oid"], r["name"], r["relfilenode"], dict(r["indexes"]), r["reltuples"])
-                  for r in rows(conn, SNAPSHOT_SQL)}
-        self._a = _Attempt(migration, tables)
+        names = {int(r["oid"]): r["name"] for r in rows(conn, TABLE_OIDS_SQL)}
+        oids = set(names)
+        stale = (oids - self._tables.keys()) | (self._changed & oids)
+        self._tables = {oid: t for oid, t in self._tables.items() if oid in oids}
+        for oid, t in self._tables.items():
+            t.name = names[oid]  # a RENAME changes no file
+        if stale:
+            for r in rows(conn, SNAPSHOT_SQL + " AND c.oid = ANY (%s::oid[])", (sorted(stale),)):
+                self._tables[r["oid"]] = _Table(r["oid"], r["name"], r["relfilenode"], dict(r["indexes"]),
+                                                r["reltuples"], r["relkind"])
+        self._changed = set()
+        if self._set_tables is None:
+            self._set_tables = set(self._tables)
+        self._a = _Attempt(migration, self._tables)
 
     def _locks(self, conn: psycopg.Connection, a: _Attempt) -> set[Lock]:
         found = rows(conn, LOCKS_SQL, (conn.info.backend_pid,))
         return {(int(r["oid"]), r["mode"]) for r in found if int(r["oid"]) in a.tables}
 
-    def _sampler(self, conn: psycopg.Connection) -> _LockSampler | None:
+    def _sampler(self, conn: psycopg.Connection) -> LockSampler | None:
         try:
-            return _LockSampler(conn, self.sample_interval_s)
+            if self._side is None or self._side.closed:
+                self._side = side_connection(conn)
+                self._closer = weakref.finalize(self, self._side.close)
+            return LockSampler(conn, self.sample_interval_s, self._side)
         except psycopg.Error:
             return None  # no side connection (e.g. no free slot): rewrites are still seen by relfilenode
 
-    @staticmethod
-    def _stop_sampler(a: _Attempt) -> set[Lock]:
+    def _stop_sampler(self, a: _Attempt) -> set[Lock]:
         sampler, a.sampler = a.sampler, None
-        return sampler.stop() if sampler else set()
+        if sampler is None:
+            return set()
+        found = sampler.stop()
+        if sampler.broken and self._side is not None:
+            self._side.close()  # a fresh one next time
+        return found
+
+    def close(self) -> None:
+        """Close the side connection (also done when the trace is garbage-collected)."""
+        if self._side is not None:
+            self._side.close()
 
     @staticmethod
     def _count(a: _Attempt, checks: list[Check]) -> list[Check]:
@@ -388,10 +466,11 @@ class StagingTrace:
 
     # -- rewrites and type changes ----------------------------------------------------
     def _rewrites(self, conn: psycopg.Connection, a: _Attempt, stmt: Statement, seconds: float, touched: set[int],
-                  modes: dict[int, str]) -> list[Check]:
+                  modes: dict[int, str], current: dict[int, dict] | None = None) -> list[Check]:
         if not touched:
             return []
-        current = {r["oid"]: r for r in rows(conn, NODES_SQL, (sorted(touched),))}
+        if current is None:
+            current = {r["oid"]: r for r in rows(conn, NODES_SQL, (sorted(touched),))}
         relation, changes = _type_changes(stmt)
         typed = scalar(conn, "SELECT to_regclass(%s)::oid", (_rel_text(relation),)) if changes else None
         out: list[Check] = []
@@ -400,12 +479,14 @@ class StagingTrace:
             if now is None:
                 continue  # dropped
             old_node, old_indexes = table.relfilenode, table.indexes
+            if table.relfilenode != now["relfilenode"] or table.indexes != now["indexes"]:
+                self._changed.add(oid)  # read again at the next migration: a rollback may undo it
             table.relfilenode, table.indexes = now["relfilenode"], dict(now["indexes"])
             table_rewritten = bool(old_node and now["relfilenode"] and now["relfilenode"] != old_node)
             indexes = sorted(n for n, node in old_indexes.items() if n in table.indexes and table.indexes[n] != node)
             if stmt.kind == "TruncateStmt":
                 continue  # a new empty file, not a copy of the data
-            mode = modes.get(oid) or ("ShareUpdateExclusiveLock" if _concurrently(stmt) else "AccessExclusiveLock")
+            mode = modes.get(oid) or ("ShareUpdateExclusiveLock" if is_concurrent(stmt.node) else "AccessExclusiveLock")
             if table_rewritten or indexes:
                 out += self._rewrite(conn, a, stmt, seconds, table, mode, (old_node, now["relfilenode"]),
                                      table_rewritten, indexes)
@@ -425,6 +506,7 @@ class StagingTrace:
             a.notes.append(f"empty {table.name} ({what}) rewritten at line {stmt.line}")
             return []
         a.blocked.add(table.oid)
+        a.rewritten_now.add(table.oid)
         label = a.migration.label
         message = (f"{label} line {stmt.line} rewrote {table.name} ({what}) under {mode}: "
                    f"{self._describe(numbers)}, {seconds:.2f}s on staging"
@@ -450,9 +532,73 @@ class StagingTrace:
                               "statement": stmt.sql[:500], "relfilenode": table.relfilenode, "lock_mode": mode,
                               "seconds": round(seconds, 4), "rewrite": False})
 
+    # -- scans and full-table writes, from the tables' own counters -------------------
+    def _scans(self, conn: psycopg.Connection, a: _Attempt, stmt: Statement, seconds: float,
+               counted: dict[int, Counters], modes: dict[int, str]) -> list[Check]:
+        """A full scan or full-table write of a non-empty table that existed before the set, under a
+        read/write-blocking lock, is a BLOCKER whatever its duration here (see ``bot.workflow.scans``)."""
+        found = []
+        for oid, before in a.watch.items():
+            now = counted.get(oid)
+            if now is None or oid not in a.tables or oid not in (self._set_tables or ()):
+                continue
+            d = now.minus(before)
+            written = d.updated + d.deleted
+            if d.seq_read <= 0 and written <= 0:
+                continue
+            rows_ = self._rows(conn, a.tables[oid], before)
+            if not rows_ or (d.seq_read < FULL * rows_ and written < FULL * rows_):
+                continue
+            mode = modes.get(oid, "")
+            blocking = BLOCKS_READS if a.tables[oid].relkind == "m" else BLOCKS_WRITES  # nobody writes a matview
+            if mode not in blocking or oid in a.rewritten_now:
+                if oid not in a.rewritten_now:
+                    a.scans.append(f"{a.tables[oid].name} ({rows_} rows) read at line {stmt.line} under "
+                                   f"{mode or 'no lock seen'}")
+                continue
+            found.append((a.tables[oid], d, rows_, mode, written >= FULL * rows_))
+        if not found:
+            return []
+        prod = self.prod_sizes.get(found[0][0].name.split(".")[-1].strip('"'))
+        return [scan_check(a.migration.label, a.migration.path, stmt, seconds,
+                           [(t.name, d, rows_, mode, wrote) for t, d, rows_, mode, wrote in found], prod)]
+
+    def _known_new(self, name: str, stmt: Statement) -> bool:
+        """The static rules already know the set created this table (they exempt it): no evidence needed."""
+        rv = next((r for r in _relations(stmt.node) if _quoted_rv(r) == name), None)
+        return rv is not None and self.facts.is_new(rv)
+
+    def _rows(self, conn: psycopg.Connection, table: _Table, before: Counters) -> int:
+        if before.rows_estimate > 0:
+            return before.rows_estimate
+        n = self._numbers(conn, table)["rows"]
+        return n if isinstance(n, int) else COUNT_CAP
+
+    def _record_evidence(self, conn: psycopg.Connection, a: _Attempt, stmt: Statement, seconds: float,
+                         counted: dict[int, Counters]) -> None:
+        """What ``lintgate.overrule`` needs: the statement's tables, their rows, whether the set created them."""
+        targets = []
+        for name in a.evidence_for:
+            oid = a.names.get(name)
+            c = a.watch.get(oid) if oid is not None else None
+            if oid is None or c is None:
+                continue  # not a table before the statement ran
+            existed = oid in (self._set_tables or ())
+            rows_: int | None = c.rows_estimate
+            if not existed:  # the set created it: is it really empty? (one cheap probe)
+                try:
+                    with bounded(conn, 5.0):
+                        rows_ = None if scalar(conn, f"SELECT EXISTS (SELECT 1 FROM {c.name})") else 0
+                except psycopg.Error:
+                    rows_ = None
+            targets.append(TableEvidence(c.name, c.relname, rows_, existed))
+        if targets:
+            self.evidence.append(StatementEvidence(a.migration.label, stmt.line, tuple(targets), seconds,
+                                                   rewrote=bool(a.rewritten_now)))
+
     # -- CONCURRENTLY index builds ----------------------------------------------------
     def _index_before(self, conn: psycopg.Connection, stmt: Statement) -> tuple[int, str, set[int]] | None:
-        node = _parse(stmt.sql)
+        node = stmt.node
         if not isinstance(node, ast.IndexStmt) or not node.concurrent:
             return None
         oid = scalar(conn, "SELECT to_regclass(%s)::oid", (_rel_text(node.relation),))
@@ -562,59 +708,12 @@ class StagingTrace:
         rewrites = "; ".join(a.notes) if a.notes else ("none" if not a.blocked else "see the BLOCKER lines")
         message = (f"{len(a.durations)} statement(s) in {total:.2f}s on staging; "
                    f"locks: {shown or 'none seen on existing tables'}; {hold}; rewrites: {rewrites}")
+        if a.scans:
+            message += "; full scans without a blocking lock: " + "; ".join(a.scans[:5])
         status = Status.PASSED if not a.blockers else Status.WARNING
         if a.blockers:
             message += f" — {a.blockers} trace blocker(s) above"
         return Check(f"trace.{a.migration.label}", status, message, migration=a.migration.label,
                      details={"locks": locks, "max_hold_s": round(max(blocking), 4) if blocking else 0.0,
-                              "rewrites": list(a.notes), "seconds": round(total, 4), "statements": len(a.durations)})
-
-
-# -- fixes -------------------------------------------------------------------------------
-
-
-def lock_fix(table: str, mode: str) -> str:
-    return "\n".join([
-        f"-- Keep the {mode} on {table} short:",
-        "-- * move slow work (backfills, data fixes, long scans, sleeps) out of the DDL's transaction,",
-        "--   into its own migration, in batches;",
-        "-- * prefer ADD CONSTRAINT … NOT VALID + VALIDATE CONSTRAINT, CREATE INDEX CONCURRENTLY,",
-        "--   and a CHECK (col IS NOT NULL) NOT VALID + VALIDATE before SET NOT NULL;",
-        "-- * one lock-taking DDL per transaction, committed at once, with a short lock_timeout.",
-    ])
-
-
-def rewrite_fix(stmt: Statement, table: str, mode: str, pk: tuple[str, ...]) -> str:
-    """A safe alternative to a statement that rewrote a table, with its real names."""
-    node = _parse(stmt.sql)
-    key = q(pk[0]) if len(pk) == 1 else "<key>"
-    for cmd in getattr(node, "cmds", None) or ():
-        if cmd.subtype == AT.AT_AlterColumnType and isinstance(cmd.def_, ast.ColumnDef):
-            col, new = q(cmd.name), q(f"{cmd.name}_new")
-            return "\n".join([
-                f"-- Expand/contract instead of rewriting {table} under {mode}:",
-                f"ALTER TABLE {table} ADD COLUMN {new} {RawStream()(cmd.def_.typeName)};",
-                f"-- keep {new} in sync for new writes (a trigger), then backfill in batches,"
-                " one short transaction each:",
-                f"UPDATE {table} SET {new} = {col} WHERE {key} BETWEEN <from> AND <to>;",
-                f"-- switch the application to {new}; drop {col} later in a `-- migrate:cleanup` migration.",
-            ])
-        if cmd.subtype == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-            default = next((c.raw_expr for c in cmd.def_.constraints or ()
-                            if c.contype == enums.ConstrType.CONSTR_DEFAULT), None)
-            if default is not None:
-                col, expr = q(cmd.def_.colname), RawStream()(default)
-                return "\n".join([
-                    "-- Add the column without the volatile default (catalog-only), default new rows, then backfill:",
-                    f"ALTER TABLE {table} ADD COLUMN {col} {RawStream()(cmd.def_.typeName)};",
-                    f"ALTER TABLE {table} ALTER COLUMN {col} SET DEFAULT {expr};",
-                    f"UPDATE {table} SET {col} = {expr} WHERE {col} IS NULL AND {key} BETWEEN <from> AND <to>;"
-                    "  -- in batches, outside the DDL's transaction",
-                ])
-    if isinstance(node, (ast.IndexStmt, ast.ReindexStmt)):
-        return f"-- Build or rebuild indexes of {table} CONCURRENTLY, each in its own no-transaction migration."
-    if isinstance(node, ast.RefreshMatViewStmt):
-        return (f"-- Refresh without blocking readers (needs a unique index on the view, built CONCURRENTLY once):\n"
-                f"REFRESH MATERIALIZED VIEW CONCURRENTLY {table};")
-    return (f"-- Avoid rewriting {table} in place under {mode}: build a new table (or column) alongside, copy in "
-            "batches and swap, or use pg_repack for CLUSTER / VACUUM FULL / SET TABLESPACE style rewrites.")
+                              "rewrites": list(a.notes), "scans": list(a.scans), "seconds": round(total, 4),
+                              "statements": len(a.durations)})

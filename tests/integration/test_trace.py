@@ -13,9 +13,13 @@ from dataclasses import replace
 import pytest
 
 from bot import config
+from bot.migrations import sqlfile
 from bot.runs.store.sqlite import SqliteStore
 from bot.workflow import validate
+from bot.workflow.lintgate import overrule
 from bot.workflow.report import Check, Report, Status
+from bot.workflow.scans import TableSize, prod_tables, read_counters
+from bot.workflow.trace import StagingTrace
 from tests.fix_pg import Databases
 
 SEED = (
@@ -32,9 +36,9 @@ def settings(**gate) -> config.Settings:
     return replace(s, gate=replace(s.gate, **gate)) if gate else s
 
 
-def run(s: config.Settings | None = None) -> Report:
+def run(s: config.Settings | None = None, **options) -> Report:
     s = s or settings()
-    return validate.run(s, SqliteStore(s.state.path))
+    return validate.run(s, SqliteStore(s.state.path), validate.GateOptions(**options))
 
 
 def named(report: Report, name: str) -> list[Check]:
@@ -219,3 +223,180 @@ def test_trace_runs_by_default_and_tables_created_by_the_migration_are_not_trace
     assert report.exit_code == 0, report.lines()
     (summary,) = named(report, "trace.0001_new")
     assert summary.details["locks"] == [] and "rewrites: none" in summary.message
+
+
+# -- scan evidence: what a statement read and wrote, from the tables' own counters --------------------------
+
+
+def test_pending_counters_see_the_open_transaction_and_the_sum_survives_a_flush(bot_env: Databases) -> None:
+    """What the trace relies on, checked on the server under test (PG15+: pending + flushed counters)."""
+    bot_env.both(SEED)
+    with bot_env.connect("staging", autocommit=False) as conn:
+        oid = conn.execute("SELECT 'items'::regclass::oid").fetchone()[0]
+        before = read_counters(conn, {oid})[oid]
+        conn.execute("SELECT count(*) FROM items WHERE note = 'none'")  # one sequential scan, inside the transaction
+        inside = read_counters(conn, {oid})[oid]
+        conn.commit()
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.commit()  # idle: the pending counters are flushed to shared memory now
+        after_flush = read_counters(conn, {oid})[oid]
+    assert inside.minus(before).seq_scan == 1 and inside.minus(before).seq_read == 2000
+    assert after_flush.minus(inside).seq_read == 0  # moved from pending to shared, neither lost nor counted twice
+
+
+def test_set_not_null_on_a_small_table_is_a_scan_blocker_however_fast(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_qty_required.sql": "ALTER TABLE items ALTER COLUMN qty SET NOT NULL;"})
+    report = run(settings(lint=False))  # static rules off: the trace blocks on what it measured
+    assert [c.name for c in report.failures] == ["trace.scan"], report.lines()
+    (check,) = named(report, "trace.scan")
+    d = check.details
+    assert d["table"] == "items" and d["rows"] == 2000 and d["lock_mode"] == "AccessExclusiveLock"
+    assert d["tables"][0]["seq_tup_read"] >= 2000 and d["line"] == 1 and d["category"] == "unsafe-migration"
+    assert "read every row of items (2000 rows" in check.message and "no staging timing makes it safe" in check.message
+    for step in ("ADD CONSTRAINT items_qty_not_null CHECK (qty IS NOT NULL) NOT VALID;",
+                 "VALIDATE CONSTRAINT items_qty_not_null;", "ALTER TABLE items ALTER COLUMN qty SET NOT NULL;"):
+        assert step in d["fix"]
+
+
+def test_set_not_null_after_a_validated_check_reads_nothing(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({
+        "0001_check.sql": "ALTER TABLE items ADD CONSTRAINT items_qty_nn CHECK (qty IS NOT NULL) NOT VALID;",
+        "0002_validate.sql": "ALTER TABLE items VALIDATE CONSTRAINT items_qty_nn;",
+        "0003_required.sql": "ALTER TABLE items ALTER COLUMN qty SET NOT NULL;\n"
+                             "ALTER TABLE items DROP CONSTRAINT items_qty_nn;",
+    })
+    report = run()
+    assert report.exit_code == 0, report.lines()
+    (summary,) = named(report, "trace.0002_validate")
+    assert "items (2000 rows) read at line 1 under ShareUpdateExclusiveLock" in summary.message  # seen, not blocking
+
+
+@pytest.mark.parametrize(("sql", "wrote"), [
+    ("-- migrate:no-transaction\nALTER TABLE items ALTER COLUMN qty SET NOT NULL;", False),
+    ("ALTER TABLE items ADD CONSTRAINT items_qty_positive CHECK (qty > 0);", False),
+    ("ALTER TABLE items ADD COLUMN currency text;\nUPDATE items SET currency = 'EUR' WHERE currency IS NULL;", True),
+    ("LOCK TABLE items IN ACCESS EXCLUSIVE MODE;\nUPDATE items SET qty = 0 WHERE note IS NULL;", False),
+], ids=["autocommit-set-not-null", "validated-check", "backfill-under-the-add-column-lock", "scan-under-lock-table"])
+def test_full_scans_and_writes_under_a_blocking_lock_are_blockers(bot_env: Databases, make_migrations, sql: str,
+                                                                  wrote: bool) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_m.sql": sql})
+    report = run(settings(lint=False))
+    (check,) = named(report, "trace.scan")
+    assert check.status is Status.BLOCKER and check.details["rows"] == 2000
+    assert ("wrote every row" in check.message) is wrote, check.message
+
+
+def test_inline_references_on_a_new_column_read_no_row(bot_env: Databases, make_migrations) -> None:
+    """PostgreSQL marks the FK valid without a scan: the new column is NULL in every row (corpus c069)."""
+    bot_env.both(SEED + "CREATE TABLE owners (id bigint PRIMARY KEY);\n")
+    make_migrations({"0001_owner.sql": "ALTER TABLE items ADD COLUMN owner_id bigint REFERENCES owners (id);\n"
+                                       "CREATE INDEX CONCURRENTLY items_owner_idx ON items (owner_id);"})
+    report = run()
+    assert report.exit_code == 0, report.lines()
+    assert named(report, "trace.scan") == []
+
+
+def test_a_separate_fk_on_a_new_column_still_reads_every_row(bot_env: Databases, make_migrations) -> None:
+    """Measured: the FK finds nothing to reject, but validating it reads the whole table under the lock."""
+    bot_env.both(SEED + "CREATE TABLE owners (id bigint PRIMARY KEY);\n")
+    make_migrations({"0001_owner.sql": "ALTER TABLE items ADD COLUMN owner_id bigint;\n"
+                                       "ALTER TABLE items ADD CONSTRAINT items_owner_fk FOREIGN KEY (owner_id) "
+                                       "REFERENCES owners (id);"})
+    report = run(settings(lint=False))
+    (check,) = named(report, "trace.scan")
+    assert check.details["line"] == 2 and check.details["lock_mode"] == "AccessExclusiveLock"
+    assert [c.name for c in report.checks if c.name.startswith("precheck.")] == []  # a new column: nothing to count
+
+
+def test_scan_duration_is_scaled_to_prods_rows(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_qty_required.sql": "ALTER TABLE items ALTER COLUMN qty SET NOT NULL;"})
+    s = settings(lint=False)
+    report = run(s, hooks=StagingTrace(s.gate, prod_sizes={"items": TableSize(rows=2_000_000, bytes=1)}))
+    (check,) = named(report, "trace.scan")
+    assert "prod has ~2000000 rows there" in check.message
+    assert check.details["prod_rows"] == 2_000_000
+    assert check.details["prod_seconds_estimate"] == pytest.approx(check.details["seconds"] * 1000, abs=0.06)
+
+
+def test_tables_created_earlier_in_the_set_are_not_scan_blockers(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_copy.sql": "CREATE TABLE item_copy AS SELECT * FROM items;",
+                     "0002_idx.sql": "ALTER TABLE item_copy ALTER COLUMN qty SET NOT NULL;"})
+    report = run(settings(lint=False))
+    assert named(report, "trace.scan") == [], report.lines()  # not on prod: nobody waits for its lock
+
+
+# -- the trace's measurements overrule static guesses ------------------------------------------------
+
+
+def test_static_blocker_on_a_table_measured_empty_and_absent_on_prod_is_downgraded(bot_env: Databases,
+                                                                                     make_migrations) -> None:
+    """The lint cannot see a table created by dynamic SQL; the trace measured it empty, prod has none."""
+    bot_env.both(SEED)
+    make_migrations({"0001_dynamic.sql": "DO $$ BEGIN EXECUTE 'CREATE TABLE dyn (id int, v int)'; END $$;\n"
+                                         "CREATE INDEX dyn_v_idx ON dyn (v);"})
+    report = run(settings())  # the gate itself overrules the lint with the trace's measurements
+    (after,) = named(report, "lint.create-index-non-concurrent")
+    assert after.status is Status.WARNING and after.details["overruled_by"] == "trace"
+    assert "dyn had no rows on staging when this ran and does not exist on prod" in after.message
+    assert not any(c.status.fails_gate for c in report.checks if c.name.startswith("lint."))
+
+
+def test_static_blocker_on_a_table_prod_has_is_kept(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_idx.sql": "CREATE INDEX empty_things_qty_idx ON empty_things (qty);"})
+    s = settings()
+    trace = StagingTrace(s.gate)
+    report = run(s, hooks=trace)
+    with bot_env.connect("prod") as prod:
+        checks = overrule(report.checks, trace.evidence, prod_tables(prod, {"empty_things"}))
+    (kept,) = [c for c in checks if c.name == "lint.create-index-non-concurrent"]
+    assert kept.status is Status.BLOCKER  # empty, but prod has the table: its lock still queues behind traffic
+
+
+def test_nothing_re_parses_the_sql(bot_env: Databases, make_migrations, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file is parsed once when it is read; lint, pre-checks, trace and apply use the statement model."""
+    bot_env.both(SEED)
+    make_migrations({f"{i:04d}_m.sql": f"ALTER TABLE items ADD COLUMN c{i} int;\n"
+                                       f"ALTER TABLE items ADD CONSTRAINT items_c{i}_chk CHECK (c{i} > 0) NOT VALID;\n"
+                     for i in range(1, 7)})
+    calls = []
+    real = sqlfile.parse_sql
+    monkeypatch.setattr(sqlfile, "parse_sql", lambda text: calls.append(text) or real(text))
+    report = run()
+    assert report.exit_code == 0, report.lines()
+    assert len(calls) == 6 + 1  # six files, plus staging's schema of the touched tables (once)
+
+
+def test_an_allowed_statement_keeps_its_measured_scan_as_a_warning(bot_env: Databases, make_migrations) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_qty.sql": "-- migrate:allow set-not-null-without-check items stays at 2000 rows\n"
+                                     "ALTER TABLE items ALTER COLUMN qty SET NOT NULL;"})
+    report = run()
+    assert report.exit_code == 0, report.lines()
+    (check,) = named(report, "trace.scan")
+    assert check.status is Status.WARNING and check.details["allowed_reason"] == "items stays at 2000 rows"
+
+
+def test_refreshing_a_matview_concurrently_is_not_a_scan_blocker(bot_env: Databases, make_migrations) -> None:
+    """CONCURRENTLY takes EXCLUSIVE on the view: it blocks no reader, and nobody writes a materialized view."""
+    bot_env.both(SEED + "CREATE MATERIALIZED VIEW item_totals AS SELECT id, qty FROM items;\n"
+                        "CREATE UNIQUE INDEX item_totals_id ON item_totals (id);\n")
+    make_migrations({"0001_refresh.sql": "REFRESH MATERIALIZED VIEW CONCURRENTLY item_totals;"})
+    report = run()
+    assert report.exit_code == 0, report.lines()
+
+
+def test_an_index_dropped_and_built_again_is_not_mistaken_for_a_rewrite(bot_env: Databases, make_migrations) -> None:
+    """Statements that never rewrite are not compared file by file; the files are read again before one that can."""
+    bot_env.both(SEED)
+    make_migrations({"0001_reindex_by_hand.sql": "DROP INDEX items_qty_idx;\nCREATE INDEX items_qty_idx ON items (qty);\n"
+                                                 "ALTER TABLE items ADD COLUMN y int;\n"
+                                                 "ALTER TABLE items ALTER COLUMN qty TYPE bigint;"})
+    report = run(settings(lint=False))
+    (check,) = named(report, "trace.rewrite")  # the type change, line 4, and only that
+    assert check.details["line"] == 4 and "items_qty_idx" in check.details["indexes_rebuilt"]

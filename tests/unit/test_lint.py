@@ -68,10 +68,21 @@ DANGEROUS = [
      "add-foreign-key-without-not-valid", "blocker",
      ["ALTER TABLE IF EXISTS ONLY public.orders ADD CONSTRAINT orders_user_id_fkey FOREIGN KEY (user_id)",
       "VALIDATE CONSTRAINT orders_user_id_fkey"], {}),
-    ("inline-references", "ALTER TABLE orders ADD COLUMN coupon_id bigint REFERENCES coupons (id);",
+    ("inline-references-with-default", "ALTER TABLE orders ADD COLUMN coupon_id bigint DEFAULT 1 REFERENCES coupons (id);",
      "add-foreign-key-without-not-valid", "blocker",
-     ["ADD COLUMN coupon_id bigint;", "FOREIGN KEY (coupon_id) REFERENCES coupons (id) NOT VALID",
+     ["ADD COLUMN coupon_id bigint DEFAULT 1;", "FOREIGN KEY (coupon_id) REFERENCES coupons (id) NOT VALID",
       "VALIDATE CONSTRAINT orders_coupon_id_fkey"], {}),
+    ("inline-references-beside-table-fk", "ALTER TABLE orders ADD COLUMN coupon_id bigint REFERENCES coupons (id),\n"
+     "  ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+     "add-foreign-key-without-not-valid", "blocker", ["FOREIGN KEY (coupon_id) REFERENCES coupons (id) NOT VALID"], {}),
+    ("fk-on-column-added-earlier", "ALTER TABLE orders ADD COLUMN coupon_id bigint;\n"
+     "ALTER TABLE orders ADD CONSTRAINT orders_coupon_fk FOREIGN KEY (coupon_id) REFERENCES coupons (id);",
+     "add-foreign-key-without-not-valid", "blocker",
+     ["ADD COLUMN coupon_id <type> REFERENCES coupons (id);",
+      "ADD CONSTRAINT orders_coupon_fk FOREIGN KEY (coupon_id) REFERENCES coupons (id) NOT VALID;"], {}),
+    ("set-not-null-on-column-added-earlier", "ALTER TABLE orders ADD COLUMN currency text DEFAULT 'EUR';\n"
+     "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL;", "set-not-null-without-check", "blocker",
+     ["ADD COLUMN currency <type> NOT NULL DEFAULT <value>;", "CHECK (currency IS NOT NULL) NOT VALID"], {}),
     ("check", "ALTER TABLE orders ADD CONSTRAINT orders_total_positive CHECK (total >= 0);", "add-check-without-not-valid",
      "blocker", ["ADD CONSTRAINT orders_total_positive CHECK (total >= 0) NOT VALID;",
                  "ALTER TABLE orders VALIDATE CONSTRAINT orders_total_positive;"], {}),
@@ -242,6 +253,10 @@ SAFE = [
      "concurrently-in-transaction", {}),
     ("fk-not-valid", "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
      "add-foreign-key-without-not-valid", {}),
+    ("inline-references-new-column", "ALTER TABLE orders ADD COLUMN coupon_id bigint REFERENCES coupons (id);",
+     "add-foreign-key-without-not-valid", {}),
+    ("inline-references-two-new-columns", "ALTER TABLE orders ADD COLUMN a bigint REFERENCES coupons (id),\n"
+     "  ADD COLUMN b bigint REFERENCES users (id) ON DELETE SET NULL;", "add-foreign-key-without-not-valid", {}),
     ("fk-on-new-table", "CREATE TABLE items (id bigint, order_id bigint);\n"
      "ALTER TABLE items ADD CONSTRAINT items_order_fk FOREIGN KEY (order_id) REFERENCES orders (id);",
      "add-foreign-key-without-not-valid", {}),
@@ -606,13 +621,14 @@ def test_syntax_error_is_a_value_error() -> None:
 # -- paths ------------------------------------------------------------------------
 
 
-def test_lint_paths_recurses_into_directories_and_sorts(tmp_path: Path) -> None:
+def test_lint_paths_reads_a_directory_with_its_layout_and_sorts(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "002.sql").write_text("DROP TABLE b;\n", encoding="utf-8")
-    (tmp_path / "001.sql").write_text("SELECT 1;\nDROP TABLE a;\n", encoding="utf-8")
+    (tmp_path / "b" / "002_b.sql").write_text("DROP TABLE b;\n", encoding="utf-8")  # not a migration of this folder
+    (tmp_path / "002_a.sql").write_text("DROP TABLE a2;\n", encoding="utf-8")
+    (tmp_path / "001_a.sql").write_text("SELECT 1;\nDROP TABLE a;\n", encoding="utf-8")
     (tmp_path / "notes.txt").write_text("DROP TABLE c;", encoding="utf-8")
     found = lint_paths([str(tmp_path)])
-    assert [(Path(f.path).name, f.line) for f in found] == [("001.sql", 2), ("002.sql", 1)]
+    assert [(Path(f.path).name, f.line) for f in found] == [("001_a.sql", 2), ("002_a.sql", 1)]
 
 
 def test_lint_paths_accepts_files(tmp_path: Path) -> None:
@@ -626,10 +642,10 @@ def test_syntax_error_message_names_the_line() -> None:
 
 
 def test_lint_paths_syntax_error_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "001.sql").write_text("SELECT 1;\nDROP TABL a;\n", encoding="utf-8")
+    (tmp_path / "001_a.sql").write_text("SELECT 1;\nDROP TABL a;\n", encoding="utf-8")
     with pytest.raises(LintSyntaxError) as caught:
         lint_paths([str(tmp_path)])
-    assert (caught.value.path.endswith("001.sql"), caught.value.line) == (True, 2)
+    assert (caught.value.path.endswith("001_a.sql"), caught.value.line) == (True, 2)
 
 
 # -- corpus -----------------------------------------------------------------------
@@ -652,13 +668,207 @@ def test_corpus_entry_is_complete(name: str) -> None:
     assert spec["verdict"] in ("block", "pass") and set(spec["rules"]) <= set(RULES) and spec["setup"].strip()
 
 
+def corpus_findings(name: str) -> list[Finding]:
+    """The entry's findings; after its `before` migration when it has one (one pending set)."""
+    from bot.migrations.lint import lint_file
+    from bot.migrations.lint_parse import parsed_or_raise
+    from bot.migrations.lint_types import Ctx
+
+    text = (CORPUS / f"{name}.sql").read_text(encoding="utf-8")
+    if "before" not in EXPECTED[name]:
+        return lint_sql(text)
+    ctx = Ctx()
+    lint_file(parsed_or_raise(EXPECTED[name]["before"]), ctx, same_set=True)
+    return lint_file(parsed_or_raise(text), ctx, same_set=True)
+
+
 @pytest.mark.parametrize("name", STATIC_ENTRIES)
 def test_corpus_verdict_matches_expected(name: str) -> None:
-    findings = lint_sql((CORPUS / f"{name}.sql").read_text(encoding="utf-8"))
-    assert ("block" if is_blocked(findings) else "pass") == EXPECTED[name]["verdict"]
+    assert ("block" if is_blocked(corpus_findings(name)) else "pass") == EXPECTED[name]["verdict"]
 
 
 @pytest.mark.parametrize("name", STATIC_ENTRIES)
 def test_corpus_rules_match_expected(name: str) -> None:
-    findings = lint_sql((CORPUS / f"{name}.sql").read_text(encoding="utf-8"))
-    assert sorted({f.rule for f in findings}) == sorted(EXPECTED[name]["rules"])
+    assert sorted({f.rule for f in corpus_findings(name)}) == sorted(EXPECTED[name]["rules"])
+
+
+# -- the pending set: one model, one pass, each file on its own ----------------------------------------------
+
+from bot.migrations import sqlfile  # noqa: E402
+from bot.migrations.source import build  # noqa: E402
+from bot.workflow.lintgate import lint_checks, overrule  # noqa: E402
+from bot.workflow.report import Check, Status  # noqa: E402
+from bot.workflow.scans import StatementEvidence, TableEvidence, TableSize  # noqa: E402
+
+
+def migrations(*texts: str) -> list:
+    return [build(f"{i:04d}", f"m{i}", f"{i:04d}_m{i}.sql", text) for i, text in enumerate(texts, 1)]
+
+
+def gate_blockers(*texts: str, schema_sql: str = "") -> list[tuple[str, str]]:
+    return [(c.migration, c.name) for c in lint_checks(migrations(*texts), schema_sql) if c.status is Status.BLOCKER]
+
+
+def test_files_without_a_final_semicolon_are_never_joined() -> None:
+    """Issue 10: two files ending without `;` made the gate's lint crash with a syntax error at a made-up line."""
+    checks = lint_checks(migrations("CREATE TABLE a (id int)", "SELECT 1", "DROP TABLE sessions"))
+    assert [(c.migration, c.name) for c in checks] == [("0001_m1", "lint.0001_m1"), ("0002_m2", "lint.0002_m2"),
+                                                      ("0003_m3", "lint.drop-table")]
+
+
+@pytest.mark.parametrize("sql", [
+    "-- migrate:no-transaction\nALTER TABLE orders ADD CONSTRAINT c1 CHECK (total >= 0) NOT VALID;\n"
+    "ALTER TABLE orders VALIDATE CONSTRAINT c1;",
+    "BEGIN;\nALTER TABLE orders ADD CONSTRAINT c1 CHECK (total >= 0) NOT VALID;\nCOMMIT;\n"
+    "BEGIN;\nALTER TABLE orders VALIDATE CONSTRAINT c1;\nCOMMIT;",
+    "BEGIN;\nALTER TABLE orders ADD CONSTRAINT c1 CHECK (total >= 0) NOT VALID;\nCOMMIT;\n"
+    "ALTER TABLE orders VALIDATE CONSTRAINT c1;",
+], ids=["no-transaction-file", "own-blocks", "after-own-commit"])
+def test_validate_in_its_own_transaction_is_the_safe_pattern(sql: str) -> None:
+    assert "validate-constraint-same-migration" not in rules_of(sql)
+
+
+def test_validate_inside_the_same_own_block_is_flagged() -> None:
+    sql = "BEGIN;\nALTER TABLE orders ADD CONSTRAINT c1 CHECK (total >= 0) NOT VALID;\n" \
+          "ALTER TABLE orders VALIDATE CONSTRAINT c1;\nCOMMIT;"
+    assert finding(sql, "validate-constraint-same-migration").line == 3
+
+
+def test_validate_in_a_later_migration_of_the_set_is_not_flagged() -> None:
+    assert gate_blockers("ALTER TABLE orders ADD CONSTRAINT c1 CHECK (total >= 0) NOT VALID;",
+                         "ALTER TABLE orders VALIDATE CONSTRAINT c1;") == []
+
+
+SET_TABLE = "CREATE TABLE coupons (id bigint PRIMARY KEY, user_id bigint, code text);"
+
+
+@pytest.mark.parametrize("later", [
+    "CREATE INDEX coupons_user_idx ON coupons (user_id);",
+    "CREATE UNIQUE INDEX coupons_code_key ON coupons (code);",
+    "ALTER TABLE coupons ADD CONSTRAINT coupons_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+    "ALTER TABLE coupons ADD CONSTRAINT coupons_code_key UNIQUE (code);",
+    "ALTER TABLE coupons ALTER COLUMN code SET NOT NULL;",
+    "ALTER TABLE coupons ADD COLUMN plan text NOT NULL;",
+    "ALTER TABLE coupons ALTER COLUMN user_id TYPE text;",
+    "ALTER TABLE coupons RENAME COLUMN code TO voucher;",
+    "DROP TABLE coupons;",
+], ids=["index", "unique-index", "fk", "unique", "set-not-null", "not-null-column", "type", "rename", "drop"])
+def test_a_table_created_earlier_in_the_pending_set_is_new_for_the_later_migrations(later: str) -> None:
+    assert gate_blockers(SET_TABLE, later) == []
+
+
+def test_create_table_if_not_exists_of_an_existing_table_is_not_new() -> None:
+    found = gate_blockers("CREATE TABLE IF NOT EXISTS orders (id bigint);", "CREATE INDEX o_idx ON orders (status);",
+                          schema_sql="CREATE TABLE orders (id bigint, status text);")
+    assert found == [("0002_m2", "lint.create-index-non-concurrent")]
+
+
+def test_lint_dir_lints_each_file_as_the_next_deploy_after_the_history(tmp_path: Path) -> None:
+    """A table from an earlier file is on prod, with rows, when a later file indexes it; unless asked for one set."""
+    (tmp_path / "0001_coupons.sql").write_text(SET_TABLE, encoding="utf-8")
+    (tmp_path / "0002_idx.sql").write_text("CREATE INDEX coupons_user_idx ON coupons (user_id);", encoding="utf-8")
+    assert [f.rule for f in lint_paths([str(tmp_path)])] == ["create-index-non-concurrent"]
+    assert lint_paths([str(tmp_path)], same_set=True) == []
+
+
+def test_lint_dir_knows_columns_from_earlier_files(tmp_path: Path) -> None:
+    (tmp_path / "0001_users.sql").write_text("CREATE TABLE users (id bigint, name varchar(100));", encoding="utf-8")
+    (tmp_path / "0002_wider.sql").write_text("ALTER TABLE users ALTER COLUMN name TYPE varchar(200);", encoding="utf-8")
+    assert lint_paths([str(tmp_path)]) == []  # known varchar(100) -> varchar(200): no rewrite, nothing unverified
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("DROP VIEW active_users;\nCREATE VIEW active_users AS SELECT id FROM users WHERE active;", set()),
+    ("DROP VIEW IF EXISTS active_users;\nCREATE OR REPLACE VIEW active_users AS SELECT 1 AS id;", set()),
+    ("DROP MATERIALIZED VIEW daily;\nCREATE MATERIALIZED VIEW daily AS SELECT 1 AS n;", set()),
+    ("DROP FUNCTION total(int);\nCREATE FUNCTION total(int) RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint';", set()),
+    ("DROP TRIGGER audit ON orders;\nCREATE TRIGGER audit AFTER UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION f();",
+     set()),
+    ("DROP VIEW active_users, old_users;\nCREATE VIEW active_users AS SELECT 1 AS id;", {"drop-view"}),
+    ("-- migrate:no-transaction\nDROP VIEW active_users;\nCREATE VIEW active_users AS SELECT 1 AS id;", {"drop-view"}),
+    ("BEGIN;\nDROP VIEW active_users;\nCOMMIT;\nCREATE VIEW active_users AS SELECT 1 AS id;", {"drop-view"}),
+], ids=["view", "view-if-exists-or-replace", "matview", "function", "trigger", "one-of-two-not-recreated",
+        "autocommit-window", "other-transaction"])
+def test_drop_then_create_again_in_the_same_transaction_is_not_a_destructive_drop(sql: str, expected: set) -> None:
+    assert {f.rule for f in lint_sql(sql) if f.severity == "blocker"} == expected
+
+
+def test_drop_view_cascade_recreated_warns_about_its_dependents() -> None:
+    f = finding("DROP VIEW active_users CASCADE;\nCREATE VIEW active_users AS SELECT 1 AS id;", "drop-view")
+    assert f.severity == "warning" and "CASCADE also drops whatever depends on it" in f.message
+
+
+def test_lint_time_is_linear_in_the_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not timed: each file is parsed once when read; linting the set parses nothing again."""
+    calls: list[str] = []
+    real = sqlfile.parse_sql
+    monkeypatch.setattr(sqlfile, "parse_sql", lambda text: calls.append(text) or real(text))
+    for n in (20, 40):
+        calls.clear()
+        built = migrations(*[f"CREATE TABLE t{i} (id int);\nCREATE INDEX t{i}_idx ON t{i} (id)" for i in range(n)])
+        assert len(calls) == n
+        lint_checks(built, schema_sql="CREATE TABLE users (id bigint);")
+        assert len(calls) == n + 1  # the schema description, once
+
+
+# -- layouts: what a forward migration is, for lint DIR as for the gate -----------------------------------------
+
+
+@pytest.mark.parametrize(("files", "linted"), [
+    ({"000001_users.up.sql": "CREATE TABLE users (id int);", "000001_users.down.sql": "DROP TABLE users;",
+      "000002_idx.up.sql": "CREATE INDEX CONCURRENTLY users_id_idx ON users (id);",
+      "000002_idx.down.sql": "DROP INDEX users_id_idx;"}, ["000001_users.up.sql", "000002_idx.up.sql"]),
+    ({"20240101_a.sql": "-- migrate:up\nCREATE TABLE a (id int);\n-- migrate:down\nDROP TABLE a;\n"},
+     ["20240101_a.sql"]),
+    ({"V1__a.sql": "CREATE TABLE a (id int);", "U1__a.sql": "DROP TABLE a;", "R__views.sql": "DROP VIEW v;"},
+     ["V1__a.sql"]),
+    ({"20240101_a/migration.sql": "CREATE TABLE a (id int);", "20240101_a/down.sql": "DROP TABLE a;"},
+     ["migration.sql"]),
+], ids=["golang-migrate", "dbmate", "flyway", "prisma"])
+def test_lint_dir_lints_forward_migrations_only(tmp_path: Path, files: dict[str, str], linted: list[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fix_pg import write_migrations
+
+    seen: list[str] = []
+    import bot.migrations.lint as lint_module
+
+    real = lint_module.lint_file
+    monkeypatch.setattr(lint_module, "lint_file", lambda parsed, ctx, **kw: seen.append(kw["path"]) or real(
+        parsed, ctx, **kw))
+    root = write_migrations(tmp_path / "m", files)
+    assert [f for f in lint_paths([str(root)]) if f.severity == "blocker"] == []  # every down drops something
+    assert [Path(p).name for p in seen] == linted
+
+
+# -- the trace's measurements overrule static guesses (pure) ---------------------------------------------------
+
+
+def _blocker(line: int = 2) -> Check:
+    return Check("lint.create-index-non-concurrent", Status.BLOCKER, "0001_m: CREATE INDEX …", migration="0001_m",
+                 details={"line": line, "rule": "create-index-non-concurrent"})
+
+
+def _evidence(rows: int | None = 0, existed: bool = False, line: int = 2) -> StatementEvidence:
+    return StatementEvidence("0001_m", line, (TableEvidence("dyn", "dyn", rows, existed),), 0.001)
+
+
+@pytest.mark.parametrize(("evidence", "prod", "status"), [
+    ([_evidence()], {}, Status.WARNING),
+    ([_evidence(rows=None)], {}, Status.BLOCKER),
+    ([_evidence(rows=3)], {}, Status.BLOCKER),
+    ([_evidence(existed=True)], {}, Status.BLOCKER),
+    ([_evidence()], {"dyn": TableSize(rows=0, bytes=8192)}, Status.BLOCKER),
+    ([_evidence(line=3)], {}, Status.BLOCKER),
+    ([], {}, Status.BLOCKER),
+], ids=["empty-and-absent", "rows-unknown", "has-rows", "existed-before-the-set", "on-prod", "other-statement",
+        "not-measured"])
+def test_overrule_downgrades_only_what_the_trace_disproved(evidence: list, prod: dict, status: Status) -> None:
+    (check,) = overrule([_blocker()], evidence, prod)
+    assert check.status is status
+
+
+def test_overrule_keeps_other_checks_and_their_order() -> None:
+    others = [Check("trace.scan", Status.BLOCKER, "x", migration="0001_m", details={"line": 2}),
+              Check("lint.prefer-jsonb", Status.WARNING, "y", migration="0001_m", details={"line": 2})]
+    checks = [others[0], _blocker(), others[1]]
+    assert [c.status for c in overrule(checks, [_evidence()], {})] == [Status.BLOCKER, Status.WARNING, Status.WARNING]

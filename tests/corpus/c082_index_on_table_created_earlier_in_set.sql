@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX coupons_code_key ON coupons (code)

@@ -1,0 +1,7 @@
+BEGIN;
+ALTER TABLE orders ADD CONSTRAINT orders_total_nonnegative CHECK (total >= 0) NOT VALID;
+COMMIT;
+
+BEGIN;
+ALTER TABLE orders VALIDATE CONSTRAINT orders_total_nonnegative;
+COMMIT;

@@ -1,0 +1,3 @@
+-- migrate:no-transaction
+ALTER TABLE orders ADD CONSTRAINT orders_total_nonnegative CHECK (total >= 0) NOT VALID;
+ALTER TABLE orders VALIDATE CONSTRAINT orders_total_nonnegative;

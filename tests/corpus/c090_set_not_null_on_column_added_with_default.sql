@@ -1,0 +1,2 @@
+ALTER TABLE orders ADD COLUMN currency char(3) DEFAULT 'EUR';
+ALTER TABLE orders ALTER COLUMN currency SET NOT NULL;
