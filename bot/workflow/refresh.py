@@ -8,10 +8,16 @@ The order is the safety argument:
 2. **Clean up** what an interrupted refresh left: half-built
    ``<staging>__refresh_*`` copies, a swap that stopped half-way.
 3. **Build beside staging**: a new database on the staging server, filled by
-   pg_dump | pg_restore (streamed, or parallel through a directory — see
-   ``dumpplan``), while the current staging stays up and usable.
-4. **Check before trusting it**: object counts match prod, the runbook's
-   extensions are there, ``refresh.mask`` columns are masked, statistics fresh.
+   ``refresh.method``: pg_dump | pg_restore (``dump``: streamed, or parallel
+   through a directory — see ``dumpplan``), ``CREATE DATABASE … TEMPLATE`` of a
+   prod copy on the staging server (``template``), or the team's own clone
+   script (``command``) — see ``refreshcopy`` and ``clone`` — while the
+   current staging stays up.
+4. **Check before trusting it**: object counts (and, for a copy the bot did
+   not dump itself, the migration history) match prod, the runbook's
+   extensions are there, ``refresh.mask`` columns are masked, staging's own
+   settings and grants are carried over, ANALYZE ran; when, how and whether
+   ANALYZE ran is recorded on the copy (``freshness``) for every gate to say.
 5. **Swap by rename** in one transaction, then drop the previous copy.
 
 Any failure before step 5 drops the new database and leaves staging exactly as
@@ -26,10 +32,9 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Callable, Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Iterator
 
 import psycopg
 import psycopg.errors
@@ -37,89 +42,24 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import Settings
 from bot.errors import ConfigError, CouldNotRun, EnvironmentBusy, MigrateBotError, ToolMissing
-from bot.migrations.apply import LOCK_KEYS
-from bot.pg import connect, connection, same_database, scalar, with_dbname
+from bot.migrations.apply import LOCK_KEYS, read_history
+from bot.pg import application_name, connect, connection, run_of, same_database, scalar
 from bot.redact import redact
 from bot.secrets import parse_ref
-from bot.workflow import checks, masking
+from bot.workflow import checks, clone, freshness, masking, refreshcopy
 from bot.workflow import stagingaccess as access
 from bot.workflow import dumprestore as tools
 from bot.workflow import refreshdb as db
-from bot.workflow.dumpplan import (DIRECTORY, MAX_JOBS, METHODS, PIPE, Progress, ToolResult, choose_method, human_bytes,
-                                   plural)
+from bot.workflow.dumpplan import DIRECTORY, MAX_JOBS, METHODS, PIPE, choose_method, human_bytes, plural
+from bot.workflow.refreshstate import UNCHANGED, Build, Plan, RefreshOptions, Run, Stop
 from bot.workflow.report import Report, Status
 from bot.workflow.targets import database_url
 
 __all__ = ["RefreshOptions", "run", "choose_method"]
 
-EventSink = Callable[[str, dict[str, Any]], None]
-EVENT = "refresh_progress"
-EVENT_EVERY_S = 0.5  # table-done events are throttled; phase changes always go out
-RESTORE_OPTIONS = "-c synchronous_commit=off"  # the copy is worthless until swapped: no need to wait on fsync
 DISK_HEADROOM = 1.2  # the directory format needs the data once, uncompressed, plus room to spare
-UNCHANGED = "Staging was not changed."
-
-
-def _ignore(kind: str, data: dict[str, Any]) -> None:
-    return None
-
-
-@dataclass
-class RefreshOptions:
-    """Per-run choices that are not settings."""
-
-    on_event: EventSink = field(default=_ignore)
-    jobs: int | None = None  # override settings.refresh.jobs; 1 = stream, >1 = parallel directory format
-    method: str | None = None  # force "pipe" | "directory"; None = choose from prod's catalog
-
-
-class _Stop(Exception):
-    """The refresh said no; the reason is already a FAILED check in the report."""
-
-
-@dataclass
-class _Plan:
-    """What prod looks like and how it will be copied, decided before anything is created."""
-
-    catalog: db.Catalog
-    method: str
-    jobs: int
-    masks: list[str]
-
-
-@dataclass
-class _Run:
-    settings: Settings
-    options: RefreshOptions
-    report: Report
-    prod_url: str
-    staging_url: str
-    staging_db: str
-    started: float = field(default_factory=time.perf_counter)
-    last_event: float = 0.0
-
-    @property
-    def staging_ref(self) -> str:
-        return parse_ref(self.settings.databases.staging).describe()
-
-    def elapsed(self) -> float:
-        return round(time.perf_counter() - self.started, 2)
-
-    def event(self, phase: str, **data: Any) -> None:
-        payload = {"phase": phase, "elapsed_s": self.elapsed(), **data}
-        self.last_event = time.perf_counter()
-        self.options.on_event(EVENT, {k: redact(v) if isinstance(v, str) else v for k, v in payload.items()})
-
-    def fail(self, name: str, message: str, **details: Any) -> _Stop:
-        self.report.failed(name, redact(message), details=details)
-        return _Stop(message)
-
-    def url_for(self, dbname: str) -> str:
-        """Another database on the staging server; URLs stay URLs so connection errors name host:port/db."""
-        if "://" not in self.staging_url:
-            return with_dbname(self.staging_url, dbname)
-        parts = urlsplit(self.staging_url)
-        return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
+OWNERS_ADVICE = ("have the prod copy's objects owned by the staging user (or a role it is a member of), or use "
+                 "refresh.method = \"dump\", which restores everything as the staging user")
 
 
 def run(settings: Settings, options: RefreshOptions | None = None) -> Report:
@@ -131,7 +71,7 @@ def run(settings: Settings, options: RefreshOptions | None = None) -> Report:
         _refresh(settings, options, report)
     except MigrateBotError as exc:
         report.error = str(exc)
-    except _Stop:
+    except Stop:
         pass
     except psycopg.Error as exc:  # a server going away mid-refresh, say: still a sentence, never a traceback
         state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
@@ -146,23 +86,27 @@ def run(settings: Settings, options: RefreshOptions | None = None) -> Report:
 def _refresh(settings: Settings, options: RefreshOptions, report: Report) -> None:
     prod_url = database_url(settings, "prod")
     staging_url = database_url(settings, "staging")
-    r = _Run(settings, options, report, prod_url, staging_url, _staging_dbname(settings, prod_url, staging_url))
-    pg_dump, pg_restore = tools.tool("pg_dump"), tools.tool("pg_restore")
+    r = Run(settings, options, report, prod_url, staging_url, _staging_dbname(settings, prod_url, staging_url))
+    kind = settings.refresh.method
+    dump_tools = (tools.tool("pg_dump"), tools.tool("pg_restore")) if kind == "dump" else None
     maintenance = settings.refresh.staging_maintenance_db
     with connection(r.url_for(maintenance), env="staging", app_suffix="-refresh") as maint:
         with connection(prod_url, env="prod", app_suffix="-refresh") as prod:
             # sizing a table takes ACCESS SHARE: never queue behind DDL on prod (and hold up everyone behind us)
             prod.execute(f"SET lock_timeout = '{tools.LOCK_WAIT_MS}ms'")
             _refuse_same_server(r, prod, maint)
-            _check_tools(pg_dump, pg_restore, prod)
+            if dump_tools is not None:
+                _check_tools(*dump_tools, prod)
             plan = _plan(r, prod)
+        if kind == "template":
+            plan.template = clone.template_source(settings, maint, prod_url, r.server())
         if not db.try_refresh_lock(maint, r.staging_db):
             raise EnvironmentBusy(f"Another refresh of staging ({r.staging_db}) is running.",
                                   "Wait for it to finish; only one refresh per staging database runs at a time.")
         try:
             _check_privileges(r, maint)
             _recover(r, maint)
-            _build_and_swap(r, maint, plan, pg_dump, pg_restore)
+            _build_and_swap(r, maint, plan, refreshcopy.builder(r, plan, dump_tools))
         finally:
             db.release_refresh_lock(maint, r.staging_db)
 
@@ -199,10 +143,11 @@ def _where(url: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
 
 
-def _refuse_same_server(r: _Run, prod: psycopg.Connection, maint: psycopg.Connection) -> None:
+def _refuse_same_server(r: Run, prod: psycopg.Connection, maint: psycopg.Connection) -> None:
     """Refuse when staging's server is prod's, however it was reached: the copy is created (and dropped) there."""
     r.event("safety")
     mine, theirs = db.server_identity(prod), db.server_identity(maint)
+    r.prod_identity, r.identity = mine, theirs
     prod_at, staging_at = _where(r.prod_url), _where(r.staging_url)
     if mine.same_server(theirs):
         raise CouldNotRun(
@@ -224,7 +169,7 @@ def _check_tools(pg_dump: str, pg_restore: str, prod: psycopg.Connection) -> Non
         )
 
 
-def _plan(r: _Run, prod: psycopg.Connection) -> _Plan:
+def _plan(r: Run, prod: psycopg.Connection) -> Plan:
     """Read prod's catalog, check the mask columns exist there, choose how to copy."""
     try:
         catalog = db.read_catalog(prod)
@@ -239,11 +184,15 @@ def _plan(r: _Run, prod: psycopg.Connection) -> _Plan:
         masking.resolve(prod, masks)
     except masking.MaskError as exc:
         raise r.fail("refresh-mask", f"{exc} Fix refresh.mask in the config. {UNCHANGED}")
+    kind = r.settings.refresh.method
+    if kind != "dump":  # a copy made elsewhere must also be as far along prod's migrations as prod is
+        history = {v: f"{v}_{h.name}" if h.name else v for v, h in read_history(prod).items()}
+        return Plan(catalog=catalog, method=kind, jobs=0, masks=masks, kind=kind, history=history)
     method, jobs = _method(r, catalog)
-    return _Plan(catalog=catalog, method=method, jobs=jobs, masks=masks)
+    return Plan(catalog=catalog, method=method, jobs=jobs, masks=masks)
 
 
-def _method(r: _Run, catalog: db.Catalog) -> tuple[str, int]:
+def _method(r: Run, catalog: db.Catalog) -> tuple[str, int]:
     """options.method/jobs, then settings.refresh.jobs (1 = stream, N = N parallel jobs), then the catalog."""
     jobs = r.options.jobs if r.options.jobs is not None else (r.settings.refresh.jobs or None)
     if jobs is not None and jobs < 1:
@@ -266,7 +215,7 @@ def _method(r: _Run, catalog: db.Catalog) -> tuple[str, int]:
     return method, 1 if method == PIPE else int(jobs or 2)
 
 
-def _check_privileges(r: _Run, maint: psycopg.Connection) -> None:
+def _check_privileges(r: Run, maint: psycopg.Connection) -> None:
     """What the staging user must be allowed to do, checked before anything is built."""
     user = scalar(maint, "SELECT current_user")
     if scalar(maint, "SELECT pg_is_in_recovery()"):
@@ -280,7 +229,7 @@ def _check_privileges(r: _Run, maint: psycopg.Connection) -> None:
                           "cannot swap a fresh copy in.", f"Ask the DBA: ALTER DATABASE {r.staging_db} OWNER TO {user};")
 
 
-def _recover(r: _Run, maint: psycopg.Connection) -> None:
+def _recover(r: Run, maint: psycopg.Connection) -> None:
     """Undo or finish what an interrupted refresh left; one PASSED line says what, if anything, was done."""
     notes = []
     olds = db.databases_named(maint, r.staging_db, db.OLD_INFIX)
@@ -299,19 +248,18 @@ def _recover(r: _Run, maint: psycopg.Connection) -> None:
 
 # --- build beside staging, then swap -----------------------------------------------
 
-def _build_and_swap(r: _Run, maint: psycopg.Connection, plan: _Plan, pg_dump: str, pg_restore: str) -> None:
+def _build_and_swap(r: Run, maint: psycopg.Connection, plan: Plan, build: Build) -> None:
     ts = db.stamp()
     new = db.refresh_name(r.staging_db, ts)
     existed = db.database_exists(maint, r.staging_db)
     with _no_validation_meanwhile(r, existed) as old_staging:
-        if not db.create_database(maint, new, plan.catalog):
-            r.report.warning("refresh-locale", f"prod's locale ({plan.catalog.collate}) does not exist on the staging "
-                                               "server; the copy uses the server's default locale")
         try:
-            _copy(r, new, plan, pg_dump, pg_restore)
-            _verify(r, new, plan)
+            r.copy_began = datetime.now(timezone.utc)
+            build(maint, new)
+            analyzed = _verify(r, new, plan)
             if old_staging is not None:
                 _carry_access(r, maint, old_staging, new)
+            _record_freshness(r, maint, new, plan, analyzed)
         except BaseException:
             _drop_quietly(r, maint, new)
             raise
@@ -319,8 +267,20 @@ def _build_and_swap(r: _Run, maint: psycopg.Connection, plan: _Plan, pg_dump: st
     _swap(r, maint, new, db.old_name(r.staging_db, ts) if existed else None, ours)
 
 
+def _record_freshness(r: Run, maint: psycopg.Connection, new: str, plan: Plan, analyzed: bool) -> None:
+    """When, how, from what and whether ANALYZE ran — on the copy, so it arrives with the swap."""
+    fresh = freshness.Freshness(at=r.copy_began or datetime.now(timezone.utc), method=plan.kind, analyzed=analyzed,
+                                source=r.source, run_id=run_of(application_name()), data_as_of=r.data_as_of)
+    try:
+        freshness.record(maint, new, fresh)
+    except psycopg.Error as exc:
+        r.report.warning("refresh-freshness", f"could not record when staging was refreshed "
+                                              f"({exc.diag.message_primary or exc}); the gate will call its age unknown")
+    r.report.facts.update(refresh_method=plan.kind, refreshed_at=fresh.to_comment()[len(freshness.MARK):])
+
+
 @contextmanager
-def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[psycopg.Connection | None]:
+def _no_validation_meanwhile(r: Run, existed: bool) -> Iterator[psycopg.Connection | None]:
     """Hold the environment lock on staging while building, so no validation starts on a database about to go.
 
     Yields that session (None when there is no staging yet): the copy reads
@@ -340,7 +300,7 @@ def _no_validation_meanwhile(r: _Run, existed: bool) -> Iterator[psycopg.Connect
         conn.close()  # closing releases the session-level lock
 
 
-def _drop_quietly(r: _Run, maint: psycopg.Connection, name: str) -> None:
+def _drop_quietly(r: Run, maint: psycopg.Connection, name: str) -> None:
     """Best effort: if this fails too, the next refresh removes the leftover."""
     try:
         if not maint.closed:
@@ -352,79 +312,11 @@ def _drop_quietly(r: _Run, maint: psycopg.Connection, name: str) -> None:
         pass
 
 
-def _copy(r: _Run, new: str, plan: _Plan, pg_dump: str, pg_restore: str) -> None:
-    src = tools.Endpoint.from_url(r.prod_url, "prod")
-    dst = tools.Endpoint.from_url(r.url_for(new), "staging")
-    progress = Progress(sizes=dict(plan.catalog.tables), parallel=plan.jobs > 1)
-    on_line = _progress_reporter(r, progress)
-    r.event("copy", method=plan.method, jobs=plan.jobs, tables_total=progress.tables_total,
-            bytes_total=progress.bytes_total)
-    began = time.perf_counter()
-    if plan.method == PIPE:
-        dumped, restored = tools.stream(pg_dump, pg_restore, src, dst, on_line, RESTORE_OPTIONS)
-    else:
-        with tempfile.TemporaryDirectory(prefix="migrate-bot-refresh-") as workdir:
-            progress.start_phase("dump")
-            r.event("dump", **progress.snapshot())
+def _verify(r: Run, new: str, plan: Plan) -> bool:
+    """Sanity, extensions, masking and statistics — all in the new database, before anyone can see it.
 
-            def restore_starts(line: str) -> None:
-                if progress.phase == "dump":
-                    progress.start_phase("schema")
-                on_line(line)
-
-            dumped, restored = tools.via_directory(pg_dump, pg_restore, src, dst, plan.jobs, Path(workdir),
-                                                   on_line, restore_starts, RESTORE_OPTIONS)
-    seconds = time.perf_counter() - began
-    _judge_copy(r, dumped, restored)
-    progress.complete()
-    r.event("restored", **progress.snapshot())
-    _restore_passed(r, plan, seconds, restored)
-
-
-def _progress_reporter(r: _Run, progress: Progress) -> Callable[[str], None]:
-    def on_line(line: str) -> None:
-        phase = progress.phase
-        if not progress.feed(line):
-            return
-        snap = progress.snapshot()
-        last_table = snap["tables_done"] == snap["tables_total"]
-        if progress.phase != phase or last_table or time.perf_counter() - r.last_event >= EVENT_EVERY_S:
-            current = progress.running[-1] if progress.running else None
-            r.event(progress.phase, **snap, **({"table": current} if current else {}))
-
-    return on_line
-
-
-def _judge_copy(r: _Run, dumped: ToolResult, restored: ToolResult | None) -> None:
-    """Fail on anything that means the copy is not prod: a tool killed or failed, rows that did not load.
-
-    When one end of the pipe dies the other fails too (a truncated archive, a
-    broken pipe), so the report blames the tool whose error is not a symptom.
+    Returns whether ANALYZE covered every table.
     """
-    if dumped.returncode != 0 and not dumped.broken_pipe:
-        how = f"was killed (signal {-dumped.returncode})" if dumped.killed else "failed"
-        raise r.fail("refresh-restore", f"pg_dump {how} reading prod: {dumped.summary()}. {UNCHANGED}")
-    if restored is not None and restored.killed:
-        raise r.fail("refresh-restore", f"pg_restore was killed (signal {-restored.returncode}) while restoring "
-                                        f"into the new database. {UNCHANGED}")
-    if restored is None or dumped.returncode != 0 or restored.lost_data or (
-            restored.returncode != 0 and not restored.ignored_errors):
-        failed = restored if restored is not None and restored.returncode != 0 else dumped
-        raise r.fail("refresh-restore", f"{failed.tool} failed: {failed.summary()}. {UNCHANGED}")
-
-
-def _restore_passed(r: _Run, plan: _Plan, seconds: float, restored: ToolResult | None) -> None:
-    tables, size = len(plan.catalog.tables), plan.catalog.bytes
-    r.report.passed("refresh-restore", f"{plural(tables, 'tables')}, {human_bytes(size)} in {seconds:.1f}s "
-                                       f"({plan.method}, {plural(plan.jobs, 'jobs')})",
-                    details={"seconds": round(seconds, 2), "bytes": size})
-    r.report.facts.update(method=plan.method, jobs=plan.jobs, seconds=round(seconds, 2), bytes=size, tables=tables)
-    if restored is not None and restored.ignored_errors:
-        r.report.warning("refresh-restore-errors", f"pg_restore skipped statements that failed: {restored.summary()}")
-
-
-def _verify(r: _Run, new: str, plan: _Plan) -> None:
-    """Sanity, extensions, masking and statistics — all in the new database, before anyone can see it."""
     masked: set[str] = set()
     with connection(r.url_for(new), env="staging", app_suffix="-refresh") as conn:
         r.event("sanity")
@@ -435,10 +327,15 @@ def _verify(r: _Run, new: str, plan: _Plan) -> None:
             masked = _mask(r, conn, plan)
     r.event("analyze")
     jobs = min(os.cpu_count() or 1, MAX_JOBS)
-    db.analyze(r.url_for(new), jobs, skip=masked)  # masked tables were analyzed right after masking
+    missed = db.analyze(r.url_for(new), jobs, skip=masked)  # masked tables were analyzed right after masking
+    if missed:
+        r.report.warning("refresh-analyze", f"ANALYZE could not analyze {plural(len(missed), 'tables')} of the copy "
+                                            f"({', '.join(missed[:5])}{' …' if len(missed) > 5 else ''}); the gate's "
+                                            "plans on those tables may mislead until autovacuum analyzes them")
+    return not missed
 
 
-def _carry_access(r: _Run, maint: psycopg.Connection, old_staging: psycopg.Connection, new: str) -> None:
+def _carry_access(r: Run, maint: psycopg.Connection, old_staging: psycopg.Connection, new: str) -> None:
     """Staging's own settings and grants onto the copy; what cannot be applied is a WARNING naming the statements."""
     r.event("access")
     with connection(r.url_for(new), env="staging", app_suffix="-refresh") as copy:
@@ -451,16 +348,39 @@ def _carry_access(r: _Run, maint: psycopg.Connection, old_staging: psycopg.Conne
     (r.report.passed if complete else r.report.warning)("refresh-access", redact(message))
 
 
-def _sanity(r: _Run, conn: psycopg.Connection, plan: _Plan) -> None:
+def _sanity(r: Run, conn: psycopg.Connection, plan: Plan) -> None:
     copy = db.object_counts(conn)
     differences = db.count_differences(plan.catalog.counts, copy)
+    history = ""
+    if plan.history is not None:
+        try:
+            theirs = {v: f"{v}_{h.name}" if h.name else v for v, h in read_history(conn).items()}
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise r.fail("refresh-sanity", f"the staging user may not read the copy's migration history "
+                         f"({exc.diag.message_primary}), which every gate reads first: {OWNERS_ADVICE}. {UNCHANGED}")
+        differences += db.history_differences(plan.history, theirs)
+        history = f"; the same {plural(len(theirs), 'migrations')} applied as on prod"
     if differences:
         raise r.fail("refresh-sanity", f"the copy does not match prod — {'; '.join(differences)}. {UNCHANGED}")
     shown = ", ".join(plural(n, kind) for kind, n in copy.items() if n)
-    r.report.passed("refresh-sanity", f"the copy matches prod: {shown or 'no objects'} in user schemas")
+    r.report.passed("refresh-sanity", f"the copy matches prod: {shown or 'no objects'} in user schemas{history}")
+    if plan.history is not None:
+        _owners(r, conn)
 
 
-def _extensions(r: _Run, conn: psycopg.Connection, plan: _Plan) -> None:
+def _owners(r: Run, conn: psycopg.Connection) -> None:
+    """A copy the bot did not restore itself keeps its source's owners; the gate's ALTERs need the staging user's."""
+    others = db.foreign_owners(conn)
+    if others:
+        user = scalar(conn, "SELECT current_user")
+        owned = ", ".join(f"{owner} ({n})" for owner, n in others.items())
+        r.report.warning("refresh-owners", f"the copy keeps its source's owners: {plural(sum(others.values()), 'relations')} "
+                                           f"belong to {owned}, and the staging user {user} is not a member — the "
+                                           f"gate's migrations cannot ALTER them. {OWNERS_ADVICE[0].upper()}"
+                                           f"{OWNERS_ADVICE[1:]}")
+
+
+def _extensions(r: Run, conn: psycopg.Connection, plan: Plan) -> None:
     """The runbook's extensions are installed if missing; others prod has are reported if the restore lacked them."""
     required = list(r.settings.gate.required_extensions)
     missing = checks.missing_extensions(conn, required)
@@ -476,14 +396,14 @@ def _extensions(r: _Run, conn: psycopg.Connection, plan: _Plan) -> None:
         check = replace(check, message=f"installed on staging: {', '.join(missing)} ({check.message})")
     r.report.add(check)
     if check.status is Status.FAILED:
-        raise _Stop(check.message)
+        raise Stop(check.message)
     absent = sorted(set(plan.catalog.extensions) - set(db.extension_names(conn)))
     if absent:
         r.report.warning("extensions.staging-extra", f"prod has {', '.join(absent)}, which the restore could not "
                          "create on staging (the staging user may lack the privilege); the gate does not need them")
 
 
-def _mask(r: _Run, conn: psycopg.Connection, plan: _Plan) -> set[str]:
+def _mask(r: Run, conn: psycopg.Connection, plan: Plan) -> set[str]:
     """Mask in place; returns the masked tables (regclass text), already rewritten and analyzed."""
     try:
         done = masking.apply(conn, plan.masks)
@@ -496,7 +416,7 @@ def _mask(r: _Run, conn: psycopg.Connection, plan: _Plan) -> set[str]:
     return {c.regclass for c, _ in done}
 
 
-def _swap(r: _Run, maint: psycopg.Connection, new: str, old: str | None,
+def _swap(r: Run, maint: psycopg.Connection, new: str, old: str | None,
           ours: frozenset[int] = frozenset()) -> None:
     """Rename the copy in; the previous staging is dropped only now that the copy is in place."""
     r.event("swap")

@@ -64,6 +64,13 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMAS} AND c.oid NOT IN ({EXTENSION_MEMBERS})
 ORDER BY 2 DESC
 """
+FOREIGN_OWNERS_SQL = f"""
+SELECT pg_get_userbyid(c.relowner) AS owner, count(*) AS n
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {USER_SCHEMAS} AND c.oid NOT IN ({EXTENSION_MEMBERS})
+  AND NOT pg_has_role(c.relowner, 'MEMBER')
+GROUP BY 1 ORDER BY 2 DESC, 1
+"""
 COUNT_KINDS = ("tables", "indexes", "constraints", "sequences", "views", "foreign tables")
 
 
@@ -167,6 +174,33 @@ def count_differences(prod: dict[str, int], copy: dict[str, int]) -> list[str]:
     """["indexes: 12 on prod, 11 in the copy", …] — empty when the copy matches."""
     return [f"{kind}: {prod.get(kind, 0)} on prod, {copy.get(kind, 0)} in the copy"
             for kind in COUNT_KINDS if prod.get(kind, 0) != copy.get(kind, 0)]
+
+
+def history_differences(prod: dict[str, str], copy: dict[str, str], shown: int = 5) -> list[str]:
+    """Migrations applied on one side only ({version: label} each); empty when the histories match.
+
+    A snapshot taken before prod's last deploy lacks what that deploy applied:
+    the gate would run pending migrations on a schema prod no longer has.
+    """
+    def names(versions: list[str], side: dict[str, str]) -> str:
+        labels = [side[v] for v in sorted(versions)]
+        return ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")
+
+    missing = [v for v in prod if v not in copy]
+    extra = [v for v in copy if v not in prod]
+    found = []
+    if missing:
+        found.append(f"migrations applied on prod but not in the copy: {names(missing, prod)} (the copy is older "
+                     "than prod's last deploy; make a newer snapshot)")
+    if extra:
+        found.append(f"migrations applied in the copy but not on prod: {names(extra, copy)} (is it a copy of prod?)")
+    return found
+
+
+def foreign_owners(conn: psycopg.Connection) -> dict[str, int]:
+    """{owner: relations} the current user may not ALTER (not a member of the owner): a copy made elsewhere
+    keeps its source's owners, where pg_restore --no-owner makes the staging user own everything."""
+    return {r["owner"]: int(r["n"]) for r in rows(conn, FOREIGN_OWNERS_SQL)}
 
 
 # --- names ----------------------------------------------------------------------
@@ -304,12 +338,19 @@ def analyze_groups(tables: list[tuple[str, int]], jobs: int) -> list[list[str]]:
     return [names for _, names in groups if names]
 
 
-def analyze(url: str, jobs: int, skip: set[str] = frozenset()) -> None:
-    """ANALYZE the copy's tables over up to ``jobs`` connections.
+ANALYZE_LOCK_WAIT = "30s"  # a table skipped because it was locked is analyzed again, waiting this long
 
-    pg_restore leaves no statistics, and the gate's plans and timings need
-    them. SKIP_LOCKED passes over a table autovacuum is already on (it
-    analyzes it too) instead of queueing behind it.
+
+def analyze(url: str, jobs: int, skip: set[str] = frozenset()) -> list[str]:
+    """ANALYZE the copy's tables over up to ``jobs`` connections; returns the tables it could not analyze.
+
+    pg_restore leaves no statistics, a copy made elsewhere may carry stale
+    ones, and the gate's plans and timings need them. SKIP_LOCKED passes over
+    a table someone holds (autovacuum, often, after a bulk load) instead of
+    queueing behind it; the skipped ones — PostgreSQL says so in a warning —
+    are analyzed once more at the end, waiting up to ``ANALYZE_LOCK_WAIT``
+    (autovacuum gives way to a waiting ANALYZE). Whatever is still missed is
+    returned, for the report and the freshness record.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -319,9 +360,25 @@ def analyze(url: str, jobs: int, skip: set[str] = frozenset()) -> None:
         tables = [(r["name"], int(r["bytes"])) for r in rows(conn, ANALYZABLE_SQL) if r["name"] not in skip]
     groups = analyze_groups(tables, jobs)
 
-    def run(names: list[str]) -> None:
+    def run(names: list[str], options: str = "(SKIP_LOCKED) ") -> list[str]:
+        warned: list[str] = []
+        missed = []
         with connection(url, env="staging", app_suffix="-refresh") as worker:
-            worker.execute(sql.SQL("ANALYZE (SKIP_LOCKED) {}").format(sql.SQL(", ").join(map(sql.SQL, names))))
+            # "skipping analyze of … --- lock not available" / "… only table or database owner can analyze it"
+            worker.add_notice_handler(lambda d: warned.append(d.message_primary or "")
+                                      if d.severity_nonlocalized == "WARNING" else None)
+            if not options:
+                worker.execute(f"SET lock_timeout = '{ANALYZE_LOCK_WAIT}'")
+            for name in names:
+                warned.clear()
+                try:
+                    worker.execute(sql.SQL("ANALYZE " + options) + sql.SQL(name))
+                except pgerrors.LockNotAvailable:
+                    warned.append("lock not available")
+                if warned:
+                    missed.append(name)
+        return missed
 
     with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-        list(pool.map(run, groups))  # list(): re-raise the first worker's error here
+        skipped = [name for missed in pool.map(run, groups) for name in missed]  # re-raises a worker's error
+    return run(skipped, options="") if skipped else []

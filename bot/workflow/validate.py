@@ -20,13 +20,14 @@ from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.workflow.ledger import Ledger
-from bot.workflow import checks, perf
+from bot.workflow import checks, freshness, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
-from bot.workflow.lintgate import lint_checks
+from bot.workflow.lintgate import lint_checks, overrule
 from bot.workflow.report import Report, Status, run_step
 from bot.workflow.refreshdb import ServerIdentity, server_identity
 from bot.workflow.schemactx import schema_ddl, touched_tables
 from bot.workflow.targets import database_url
+from bot.workflow.scans import prod_tables
 from bot.workflow.trace import StagingTrace
 
 
@@ -59,6 +60,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     migrations = load_migrations(settings, options)
     prod_url = database_url(settings, "prod")
     staging_url = database_url(settings, "staging")
+    report.add(freshness.check(settings, staging_url))  # how old the copy the verdict stands on is
     options.on_event("step", {"step": "preflight"})
     with connection(prod_url, env="prod") as prod:
         prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
@@ -66,6 +68,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
         hot = (perf.hot_queries(prod, settings.gate.perf_queries, settings.gate.perf_min_calls)
                if settings.gate.perf_queries else None)
         prod_is = (server_identity(prod), prod.info.dbname)
+        prod_sizes = prod_tables(prod, touched_tables(prod_plan.pending))  # scales staging's evidence to prod
     report.extend(drift_checks(prod_plan, "prod"))
     pending = prod_plan.pending
     report.fingerprint = set_fingerprint(pending)
@@ -88,7 +91,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
         regression.plan_before(staging)
     # the measurement's before-copy of staging is made here, while the gate holds no staging connection
     with regression.before_copy(staging_url, report), connection(staging_url, env="staging") as staging:
-        _apply_on_staging(staging, staging_url, settings, options, pending, report, regression)
+        _apply_on_staging(staging, staging_url, settings, options, pending, report, regression, prod_sizes)
     _record(store, report, pending, options)
 
 
@@ -143,11 +146,13 @@ def _preflight_staging(staging: psycopg.Connection, settings: Settings, options:
 
 
 def _apply_on_staging(staging: psycopg.Connection, staging_url: str, settings: Settings, options: GateOptions,
-                      pending: list[Migration], report: Report, regression: perf.RegressionGate) -> None:
+                      pending: list[Migration], report: Report, regression: perf.RegressionGate,
+                      prod_sizes: dict) -> None:
     applier_mod.ensure_history(staging)
     not_valid_before = {checks.constraint_key(r) for r in checks.unvalidated(staging)}
     gate = settings.gate
-    hooks = options.hooks or StagingTrace(gate)  # locks, rewrites, durations + data pre-checks, on prod-sized data
+    # locks, rewrites, scans, durations scaled to prod + data pre-checks
+    hooks = options.hooks or StagingTrace(gate, prod_sizes=prod_sizes)
     applier = applier_mod.Applier(
         conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries, backoff_s=gate.lock_backoff_s,
         statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
@@ -156,6 +161,9 @@ def _apply_on_staging(staging: psycopg.Connection, staging_url: str, settings: S
     options.on_event("step", {"step": "apply", "env": "staging", "count": len(pending)})
     with applier_mod.environment_lock(staging, "staging"):
         applied = apply_in_order(applier, pending, report, "staging")
+    if isinstance(hooks, StagingTrace):  # what the trace measured overrules what the lint had to guess
+        report.checks[:] = overrule(report.checks, hooks.evidence, prod_sizes)
+        hooks.close()
     options.on_event("step", {"step": "post-checks", "env": "staging"})
     report.add(checks.unvalidated_constraints(staging, "staging", not_valid_before))
     report.add(checks.invalid_indexes(staging, "staging"))
