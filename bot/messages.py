@@ -9,16 +9,24 @@ from __future__ import annotations
 
 
 def who(users: list[str]) -> str:
+    """Mentions: each user and group named here is notified (use for people who acted or must act now)."""
     return ", ".join(f"<@{u}>" if u.startswith(("U", "W")) else f"<!subteam^{u}>" if u.startswith("S") else u
                      for u in users) or "nobody"
 
 
+def quietly(users: list[str]) -> str:
+    """The same list without notifying anyone: a "doesn't count" reply must not ping the whole approver group."""
+    return ", ".join(f"`{u}`" for u in users) or "nobody"
+
+
 NO_APPROVERS = ("No approvers are configured, so nobody can approve or deploy. "
                 "Add user ids or a user group to `policy.approvers` in the bot's config.")
-SELF_APPROVAL = "Your own approval doesn't count — ask someone in {approvers}."
-NOT_APPROVER = "<@{user}>'s reaction doesn't count: only {approvers} can approve deploys (`policy.approvers`)."
+SELF_APPROVAL = "Your own approval doesn't count: another approver must approve it (`policy.approvers`: {approvers})."
+NOT_APPROVER = ("<@{user}>'s approval doesn't count: only the configured approvers can approve deploys "
+                "(`policy.approvers`: {approvers}).")
 APPROVAL_COUNTED = "Approval from <@{user}> counted ({count}/{required})."
-APPROVALS_MET = "Approved ({count}/{required}). <@{requester}> or an approver can deploy with `/migrate deploy {run_id}`."
+APPROVALS_MET = ("Approved ({count}/{required}) by {approvers}. <@{requester}> or an approver can deploy with "
+                 "`/migrate deploy {run_id}`.")
 UNBLOCK_APPROVED = "Approved by <@{user}>: terminating the listed sessions now."
 APPROVAL_REVOKED = "<@{user}> withdrew their approval ({count}/{required})."
 REVOKE_TOO_LATE = "The deploy {run_id} has already started; removing the reaction no longer changes anything."
@@ -123,3 +131,8 @@ DIGEST_POSTING = "Making the pg_stat_statements digest of {env}; it will be post
 DIGEST_FAILED = "No digest of {env} today: {error}"
 THREAD_NOT_POSTED = ("Slack would not take the first message of your {kind} {run_id}, so its thread does not exist "
                      "yet. The bot keeps trying and the run goes on; `/migrate status {run_id}` shows where it is.")
+RUN_ENDED = "<@{requester}>: {kind} {run_id} is {state}."
+REF_WITHOUT_REPO = ("This bot reads migrations from the folder {folder}, not from a git repository, so `{ref}` cannot "
+                    "be checked out. `/migrate validate` validates the folder as it is; set `migrations.repo` to "
+                    "validate branches and tags.")
+COMMAND_UNREADABLE = "I could not read that command. `/migrate help` lists the commands."

@@ -49,6 +49,15 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}{m.group('at')}", url)
 
 
+def contains_secret(text: str) -> bool:
+    """Whether ``text`` carries a value the bot fetched from its secret store (a password pasted bare)."""
+    if not text:
+        return False
+    with _lock:
+        secrets = list(_secrets)
+    return any(secret in text for secret in secrets)
+
+
 def redact(text: str) -> str:
     """Remove every registered secret and every URL/DSN password from ``text``."""
     if not text:

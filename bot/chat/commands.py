@@ -85,7 +85,8 @@ HELP: list[tuple[str, str, str]] = [
     ),
     (
         "/migrate unblock",
-        "List sessions idle in transaction on prod for more than 5 minutes; an approver's approval terminates them.",
+        "List sessions idle in transaction on prod for more than {idle_minutes} minutes; an approver's approval "
+        "terminates them.",
         "/migrate unblock",
     ),
 ]
@@ -303,7 +304,7 @@ def _describe_char(ch: str) -> str:
     return f"`{ch}`" if ch.isprintable() else f"a control character (U+{ord(ch):04X})"
 
 
-def help_text(suggestion: str | None = None) -> str:
+def help_text(suggestion: str | None = None, *, idle_minutes: int = 5) -> str:
     """Plain-text help, one command per line; renderers turn it into Block Kit.
 
     With a ``suggestion`` (from a misspelled verb) the first line asks about it,
@@ -314,5 +315,5 @@ def help_text(suggestion: str | None = None) -> str:
         lines += [f"Did you mean `/migrate {suggestion}`?", ""]
     lines.append("Commands:")
     for usage, what, example in HELP:
-        lines.append(f"`{usage}` — {what} Example: `{example}`")
+        lines.append(f"`{usage}` — {what.format(idle_minutes=idle_minutes)} Example: `{example}`")
     return "\n".join(lines)

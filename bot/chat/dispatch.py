@@ -47,5 +47,5 @@ def _dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -
     if name == "digest":
         return commands.digest(command.database, user, channel)
     if name == "help":
-        return Reply(True, cmd.help_text())
-    return Reply(False, (command.error + "\n\n" if command.error else "") + cmd.help_text(command.suggestion))
+        return Reply(True, cmd.help_text(idle_minutes=runtime.settings.gate.idle_in_transaction_minutes))
+    return Reply(False, command.error or messages.COMMAND_UNREADABLE)  # one sentence; `/migrate help` has the rest

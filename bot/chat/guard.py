@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from bot.redact import contains_secret
+
 PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("database URL with a password", re.compile(r"\b(?:postgres(?:ql)?|mysql|mongodb(?:\+srv)?|redis)://[^\s:/@]+:[^\s@/]+@", re.I)),
     ("private key", re.compile(r"-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----")),
@@ -19,9 +21,15 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 
 
 def looks_like_secret(text: str | None) -> str | None:
-    """The kind of secret the text seems to contain, or None."""
+    """The kind of secret the text seems to contain, or None.
+
+    Besides the shapes of common secrets, any value the bot itself holds (a
+    database password, the signing secret) counts, pasted bare or not.
+    """
     if not text:
         return None
+    if contains_secret(text):
+        return "credential this bot uses"
     for kind, pattern in PATTERNS:
         if pattern.search(text):
             return kind

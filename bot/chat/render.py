@@ -34,8 +34,16 @@ STATUS_ICON = {Status.PASSED: ":white_check_mark:", Status.FAILED: ":x:", Status
                Status.WARNING: ":warning:", Status.HELD: ":pause_button:"}
 
 
+_CLI_COMMAND = re.compile(r"`migrate-bot (validate|refresh|status|triage|deploy|digest|windows)\b")
+
+
+def chat_commands(text: str) -> str:
+    """In chat, "run `migrate-bot validate`" means `/migrate validate`: the workflow's sentences name the CLI."""
+    return _CLI_COMMAND.sub(r"`/migrate \1", text)
+
+
 def clip(text: str, limit: int) -> str:
-    text = redact(text)
+    text = chat_commands(redact(text))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -46,7 +46,7 @@ class ShellAnnouncer:
     _threads: dict[str, str] = field(default_factory=dict)
 
     def _print(self, text: str) -> None:
-        self.out.write(redact(render.terminal_text(text)) + "\n")
+        self.out.write(render.chat_commands(redact(render.terminal_text(text))) + "\n")
         self.out.flush()
 
     def run_started(self, run: Run) -> str:
@@ -98,7 +98,8 @@ class Shell:
 
     def _reply(self, reply: Reply | None) -> Reply | None:
         if reply is not None and reply.text:
-            self.out.write(("" if reply.ok else "✗ ") + redact(render.terminal_text(reply.text)) + "\n")
+            self.out.write(("" if reply.ok else "✗ ") + render.chat_commands(redact(render.terminal_text(reply.text)))
+                           + "\n")
             self.out.flush()
         return reply
 

@@ -224,7 +224,7 @@ def _answer(runtime: Runtime, respond: Callable, text: str, user: str, channel: 
         log.error("command %r failed: %s", cmd.parse(text).name, type(exc).__name__)
         reply_text = messages.UNEXPECTED.format(error=type(exc).__name__)
     try:
-        respond(text=redact(reply_text), response_type="ephemeral")
+        respond(text=render.chat_commands(redact(reply_text)), response_type="ephemeral")
     except Exception as exc:  # noqa: BLE001 - Slack unreachable after retries: log it, nothing else to do
         log.error("could not answer the command: %s", type(exc).__name__)
 

@@ -63,7 +63,7 @@ class SlackAnnouncer:
 
     def say(self, run: Run, text: str, *, remember: str = "") -> str | None:
         if text:
-            self._queue("reply", {"text": redact(text), "remember": {"run": run.id, "key": remember} if remember
+            self._queue("reply", {"text": render.chat_commands(redact(text)), "remember": {"run": run.id, "key": remember} if remember
                                   else None}, thread=thread_of(run))
         return None
 

@@ -42,6 +42,8 @@ class Commands:
                          policy.may_start(rt.settings.policy, user, rt.groups)):
             if not decision.allowed:
                 return Reply(False, decision.reason)
+        if ref and not rt.settings.migrations.repo:
+            return Reply(False, messages.REF_WITHOUT_REPO.format(folder=f"`{rt.settings.migrations.dir}`", ref=ref))
         run = rt.lifecycle.create(Run(id=new_run_id(), kind=kind, state=State.REQUESTED, requested_by=user,
                                       channel=channel, ref=ref or ""), opening=True)
         run = rt.lifecycle.open_thread(run)
@@ -89,6 +91,8 @@ class Commands:
         run = self.rt.store.run_by_message(channel, ts)
         if run is None or run.kind not in (Kind.DEPLOY, Kind.UNBLOCK):
             return None
+        if run.state not in (State.AWAITING_APPROVAL, State.SCHEDULED):
+            return None  # a reaction on an old run's thread is just a reaction: nothing to say, nobody to ping
         slack = self.rt.settings.slack
         if reaction == slack.approve_reaction:
             return self.approve(run.id, user) if added else self.revoke(run.id, user)
@@ -137,6 +141,7 @@ class Commands:
         run = rt.lifecycle.move(run, State.SCHEDULED)
         if rt.calendar.always_open:
             return self._tell(run, messages.APPROVALS_MET.format(count=count, required=p.approvals_required,
+                                                                 approvers=messages.who(approvers),
                                                                  requester=run.requested_by, run_id=run.id), True)
         text = messages.APPROVALS_MET_PLANNING.format(count=count, required=p.approvals_required,
                                                       approvers=messages.who(approvers))
@@ -192,6 +197,8 @@ class Commands:
         refusal = self._deploy_state_refusal(run)
         if refusal:
             return Reply(False, refusal, run)
+        if run.data.get("deployed_by") != user:  # who pressed go is who applied it (history's applied_by)
+            run = rt.lifecycle.update(run, data=dict(run.data, deployed_by=user))
         if now:
             return self._ask_override(run, user)
         cal, moment = rt.calendar, rt.now()
@@ -277,12 +284,25 @@ class Commands:
             run = rt.store.get_run(run_id)
             if run is None:
                 return Reply(False, messages.NO_SUCH_RUN.format(run_id=run_id))
-            return Reply(True, describe(run), run)
+            return Reply(True, self._detail(run), run)
         latest = (rt.store.runs(limit=1) or [None])[0]
         if latest is None:
             return Reply(True, messages.NO_RUNS)
-        lines = [describe(latest)] + self._queue_lines() + self._schedule_lines()
+        lines = [self._detail(latest)] + self._queue_lines() + self._schedule_lines()
         return Reply(True, "\n".join(lines), latest)
+
+    def _detail(self, run: Run) -> str:
+        """`/migrate status`: the run's line, then when, how long, who approved and what it is doing."""
+        now = self.rt.now()
+        lines = [describe(run), f"asked {_ago(run.created_at, now)}, last change {_ago(run.updated_at, now)}"]
+        if run.state is State.RUNNING:
+            lines[-1] += f"; running for {_span(run.updated_at, now)}"
+        if run.kind in (Kind.DEPLOY, Kind.UNBLOCK):
+            approvers = planning.counted_approvals(self.rt, run)
+            lines.append(f"approved by {messages.who(approvers)}" if approvers else "no approval yet")
+            if run.data.get("deployed_by"):
+                lines.append(f"deployed by <@{run.data['deployed_by']}>")
+        return "\n".join(lines)
 
     def _queue_lines(self) -> list[str]:
         lines = []
@@ -305,7 +325,7 @@ class Commands:
         runs = self.rt.store.runs(limit=limit)
         if not runs:
             return Reply(True, messages.NO_RUNS)
-        return Reply(True, "\n".join(describe(r) for r in runs))
+        return Reply(True, "\n".join(f"{_when(r.created_at)} · {describe(r)}" for r in runs))
 
     def triage(self, run_id: str) -> Reply:
         run = self.rt.store.get_run(run_id)
@@ -386,3 +406,18 @@ def describe(run: Run) -> str:
     if run.summary:
         parts.append(run.summary)
     return " · ".join(parts)
+
+
+def _when(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%m-%d %H:%M UTC") if iso else "?"
+
+
+def _span(iso: str, now: datetime) -> str:
+    seconds = max(0.0, (now - datetime.fromisoformat(iso)).total_seconds()) if iso else 0.0
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _ago(iso: str, now: datetime) -> str:
+    return f"{_span(iso, now)} ago ({_when(iso)})" if iso else "at an unknown time"

@@ -136,10 +136,13 @@ def finish(rt: Runtime, run: Run, report: Report) -> Run:
     state = {0: State.PASSED, 1: State.FAILED}.get(report.exit_code, State.ERROR)
     if run.kind is Kind.DEPLOY and state is State.PASSED:
         state = State.DEPLOYED
-    run = rt.lifecycle.move(run, state, summary=report.summary(), report=report.to_json(),
-                            fingerprint=report.fingerprint or run.fingerprint,
+    # a deploy stays bound to the set that was approved, whatever prod's pending set turned out to be
+    fingerprint = run.fingerprint if run.kind is Kind.DEPLOY else report.fingerprint or run.fingerprint
+    run = rt.lifecycle.move(run, state, summary=report.summary(), report=report.to_json(), fingerprint=fingerprint,
                             commit=report.facts.get("commit") or run.commit)
     rt.announcer.report(run, report)
+    rt.announcer.say(run, messages.RUN_ENDED.format(requester=run.requested_by, kind=run.kind.value, run_id=run.id,
+                                                   state=state.value.replace("_", " ")))
     if run.kind is Kind.VALIDATE and state is State.PASSED:
         offer_deploy(rt, run, report)
     return run

@@ -49,7 +49,7 @@ def may_start(policy: Policy, user: str, groups: GroupMembers) -> Decision:
 def may_approve(policy: Policy, user: str, run: Run, groups: GroupMembers) -> Decision:
     if not policy.approvers:
         return Decision(False, messages.NO_APPROVERS)
-    approvers = messages.who(policy.approvers)
+    approvers = messages.quietly(policy.approvers)
     if user == run.requested_by:
         return Decision(False, messages.SELF_APPROVAL.format(approvers=approvers))
     if user not in expand(policy.approvers, groups):

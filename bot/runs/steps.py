@@ -83,7 +83,8 @@ class Steps:
             migrations, _ = migrations_for(settings, None, run.commit or None)
         except MigrateBotError as exc:
             return _failed("deploy", exc)
-        options = deploy.DeployOptions(env_flag=True, run_id=run.id, requested_by=run.requested_by,
+        deployer = run.data.get("deployed_by") or ("migrate-bot schedule" if run.scheduled_for else run.requested_by)
+        options = deploy.DeployOptions(env_flag=True, run_id=run.id, requested_by=deployer,
                                        migrations=migrations, expected_fingerprint=expected_pending(run),
                                        validated_fingerprint=run.fingerprint, on_event=on_event,
                                        deadline=deadline, on_deadline=settings.deploy.on_window_close)

@@ -66,7 +66,8 @@ def test_redelivered_approval_is_counted_once(slack_bot: BotDriver) -> None:
     again = slack_bot.react(validation.thread_ts, APPROVE, APPROVER1, event_id="EvAPPROVE0001", retry_num=1)
     assert (first.status, again.status) == (200, 200)
     slack_bot.wait_idle()
-    met = messages.APPROVALS_MET.format(count=1, required=1, requester=REQUESTER, run_id=deploy.id)
+    met = messages.APPROVALS_MET.format(count=1, required=1, approvers=f"<@{APPROVER1}>", requester=REQUESTER,
+        run_id=deploy.id)
     assert slack_bot.thread_texts(validation.thread_ts).count(met) == 1
     assert [a.user for a in slack_bot.store.approvals(deploy.id)] == [APPROVER1]
 

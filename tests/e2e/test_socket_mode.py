@@ -72,8 +72,8 @@ def test_the_approve_button_arrives_as_an_interactive_envelope(socket_bot: BotDr
     validation, deploy = socket_bot.deploy_awaiting_approval()
     socket_bot.click("approve", deploy.id, APPROVER1, validation.thread_ts)
     socket_bot.wait_idle()
-    assert socket_bot.thread_texts(validation.thread_ts)[-1] == messages.APPROVALS_MET.format(
-        count=1, required=1, requester=REQUESTER, run_id=deploy.id)
+    assert socket_bot.thread_texts(validation.thread_ts)[-1] == messages.APPROVALS_MET.format(count=1, required=1, approvers=f"<@{APPROVER1}>", requester=REQUESTER,
+        run_id=deploy.id)
 
 
 def test_when_slack_recycles_the_connection_the_bot_reconnects_and_keeps_working(socket_bot: BotDriver) -> None:

@@ -63,7 +63,7 @@ def test_self_approval_does_not_count(settings) -> None:
     shell = make_shell(settings)
     deploy = validated_deploy(shell)
     shell.handle(f"react :white_check_mark: {deploy.id} as {REQUESTER}")
-    assert messages.SELF_APPROVAL.format(approvers=f"<@{APPROVER}>") in transcript(shell)
+    assert messages.SELF_APPROVAL.format(approvers=f"`{APPROVER}`") in transcript(shell)
     assert shell.runtime.store.get_run(deploy.id).state is State.AWAITING_APPROVAL
 
 
@@ -71,7 +71,7 @@ def test_non_approver_does_not_count(settings) -> None:
     shell = make_shell(settings)
     deploy = validated_deploy(shell)
     shell.handle(f"react :white_check_mark: {deploy.id} as {OTHER}")
-    assert messages.NOT_APPROVER.format(user=OTHER, approvers=f"<@{APPROVER}>") in transcript(shell)
+    assert messages.NOT_APPROVER.format(user=OTHER, approvers=f"`{APPROVER}`") in transcript(shell)
 
 
 def test_revoked_approval_blocks_the_deploy(settings) -> None:
@@ -328,3 +328,62 @@ def test_the_cli_says_the_state_store_sentence_with_exit_2(workdir, bot_env: Dat
                           capture_output=True, text=True, timeout=60, env={**os.environ, "MIGRATE_BOT_STATE": str(damaged)})
     assert done.returncode == 2
     assert "is not a migrate-bot state file" in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+# -- what people are told (issue 11, item 6) -------------------------------------------------------------
+
+
+def test_a_ref_without_a_repository_is_refused_with_the_folder_named(settings) -> None:
+    reply = make_shell(settings).handle("/migrate validate feature/x")
+    assert not reply.ok and reply.text == messages.REF_WITHOUT_REPO.format(
+        folder=f"`{settings.migrations.dir}`", ref="feature/x")
+
+
+def test_a_reaction_on_a_finished_run_gets_no_reply(settings) -> None:
+    shell = make_shell(settings)
+    deploy = validated_deploy(shell)
+    shell.handle(f"/migrate cancel {deploy.id}")
+    before = transcript(shell)
+    assert shell.handle(f"react :white_check_mark: {deploy.id} as {OTHER}") is None
+    assert transcript(shell)[len(before):].count("doesn't count") == 0
+
+
+def test_status_says_when_who_approved_and_who_deployed(settings) -> None:
+    shell = make_shell(settings)
+    deploy = validated_deploy(shell)
+    shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
+    shell.handle(f"@{APPROVER} /migrate deploy {deploy.id}")
+    text = shell.handle(f"/migrate status {deploy.id}").text
+    assert f"approved by <@{APPROVER}>" in text and f"deployed by <@{APPROVER}>" in text and " ago (" in text
+
+
+def test_history_lines_carry_their_time(settings) -> None:
+    shell = make_shell(settings)
+    validated_deploy(shell)
+    lines = shell.handle("/migrate history").text.splitlines()
+    assert all(line[2] == "-" and " UTC · r-" in line for line in lines)
+
+
+def test_history_rows_record_who_deployed_not_who_asked(settings, bot_env: Databases) -> None:
+    shell = make_shell(settings)
+    deploy = validated_deploy(shell)
+    shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
+    shell.handle(f"@{APPROVER} /migrate deploy {deploy.id}")
+    assert bot_env.sql("prod", "SELECT run_id, applied_by FROM migrate_bot.schema_migrations") == [(deploy.id, APPROVER)]
+
+
+def test_a_refused_deploy_keeps_the_fingerprint_that_was_approved(settings, make_migrations) -> None:
+    shell = make_shell(settings)
+    deploy = validated_deploy(shell)
+    shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
+    make_migrations({"0002_more.sql": "CREATE TABLE more_things (id int);"})  # the set changed after approval
+    shell.handle(f"/migrate deploy {deploy.id}")
+    refused = shell.runtime.store.get_run(deploy.id)
+    assert refused.state is State.FAILED and refused.fingerprint == deploy.fingerprint
+
+
+def test_the_requester_is_told_when_a_run_ends(settings) -> None:
+    shell = make_shell(settings)
+    run = shell.handle("/migrate validate").run
+    assert messages.RUN_ENDED.format(requester=REQUESTER, kind="validate", run_id=run.id, state="passed") \
+        in transcript(shell)

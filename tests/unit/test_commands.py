@@ -324,3 +324,7 @@ def test_approve_and_reject_take_a_run_id(verb: str) -> None:
     assert (parse(f"{verb} {RUN_ID}").name, parse(f"{verb} {RUN_ID}").run_id) == (verb, RUN_ID)
     assert parse(verb).error == (f"`/migrate {verb}` needs a run id, e.g. `/migrate {verb} {RUN_ID}`. "
                                  "Find it with `/migrate history`.")
+
+
+def test_help_names_the_configured_idle_minutes() -> None:
+    assert "for more than 12 minutes" in help_text(idle_minutes=12)

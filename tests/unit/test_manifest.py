@@ -62,9 +62,10 @@ def slack_app_tree() -> ast.Module:
 
 
 def client_methods() -> set[str]:
-    """WebClient methods called on ``client`` / ``self.client`` anywhere in slack_app.py."""
+    """WebClient methods called on ``client`` / ``self.client`` anywhere in the Slack face (slack_app, its outbox)."""
     found = set()
-    for node in ast.walk(slack_app_tree()):
+    trees = [slack_app_tree(), ast.parse(SLACK_APP.with_name("slack_outbox.py").read_text(encoding="utf-8"))]
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.Attribute) and hasattr(WebClient, node.attr) and not node.attr.startswith("_"):
             owner = node.value
             if (isinstance(owner, ast.Name) and owner.id == "client") or (

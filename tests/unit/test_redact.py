@@ -77,3 +77,19 @@ def test_a_long_run_of_letters_is_redacted_in_linear_time() -> None:
     text = "a" * 200_000 + " postgres://app:pw-9@db/x"
     starts = [m.start() for m in _URL_PASSWORD.finditer(text)]
     assert starts == [200_001] and redact(text).endswith("postgres://app:***@db/x")
+
+
+def test_the_paste_guard_knows_the_bots_own_secrets_pasted_bare() -> None:
+    from bot.chat.guard import looks_like_secret
+    from bot.redact import register
+
+    register("bare-Secret-value-9xq")
+    assert looks_like_secret("try this: bare-Secret-value-9xq") == "credential this bot uses"
+    assert looks_like_secret("nothing secret here") is None
+
+
+def test_chat_faces_name_slash_commands_not_the_cli() -> None:
+    from bot.chat.render import chat_commands
+
+    assert chat_commands("run `migrate-bot validate` first") == "run `/migrate validate` first"
+    assert chat_commands("`migrate-bot lint db/`") == "`migrate-bot lint db/`"  # no slash command for it
