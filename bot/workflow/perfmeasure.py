@@ -55,6 +55,7 @@ ORDER BY setrole
 OTHER_SESSIONS_SQL = """
 SELECT coalesce(nullif(application_name, ''), 'unnamed client') AS app, usename AS who, count(*) AS n
 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'  -- CREATE DATABASE stops autovacuum workers itself; they are not in the way
 GROUP BY 1, 2 ORDER BY 3 DESC, 1
 """
 INDEX_COLUMNS_SQL = """
