@@ -44,11 +44,28 @@ class SlackBot:
     socket: SocketModeHandler | None = None
 
     def serve_http(self, host: str, port: int) -> ThreadingHTTPServer:
-        from bot.chat.http_server import make_server, serve_in_thread
+        """The HTTP front: Slack's endpoint (HTTP mode only), /healthz, /readyz and /metrics (both modes)."""
+        from bot import metrics
+        from bot.chat.http_server import Probes, make_server, serve_in_thread
 
-        self.server = make_server(self.app, host, port)
+        registry = metrics.runtime_registry(self.runtime)
+        probes = Probes(ready=self.ready, metrics=lambda: metrics.exposition(registry))
+        self.server = make_server(None if self.app_token else self.app, host, port, probes=probes)
         serve_in_thread(self.server)
         return self.server
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Ready when Slack is connected, the state store answers and the scheduler leads or stands by."""
+        reasons = []
+        if self.socket is not None and not self.socket.client.is_connected():
+            reasons.append("not connected to Slack (Socket Mode is reconnecting)")
+        try:
+            self.runtime.store.lease("scheduler")
+        except Exception as exc:  # noqa: BLE001 - any failure to read the store means not ready
+            reasons.append(f"the state store does not answer ({type(exc).__name__})")
+        if not self.runtime.scheduler.started:
+            reasons.append("the scheduler is not running")
+        return not reasons, reasons
 
     def connect_socket_mode(self) -> SocketModeHandler:
         """Connect out to Slack over a WebSocket (no public endpoint needed); returns at once, runs in threads."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import threading
@@ -19,10 +18,10 @@ from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from bot import config as config_mod
-from bot import messages
+from bot import logs, messages
 from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
 from bot.interrupts import second_stop_leaves_at_once, sigterm_like_ctrl_c
-from bot.redact import install_logging_redaction, redact
+from bot.redact import redact
 from bot.workflow.report import Report
 
 COMMANDS: dict[str, tuple[str, str]] = {}  # name -> (summary, example), for --help and tests
@@ -255,9 +254,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:  # SIGTERM (Kubernetes, systemd) already leaves like Ctrl-C, set in main() before the ready line
         if bot.app_token:
             bot.connect_socket_mode()
-            print("migrate-bot connected to Slack in Socket Mode (Ctrl-C stops it)", file=sys.stderr)
+            probes = ""
+            if args.port is not None:  # no Slack endpoint, but /healthz, /readyz and /metrics for the orchestrator
+                probes = f"; health and metrics on http://{args.host}:{bot.serve_http(args.host, args.port).server_port}"
+            print(f"migrate-bot connected to Slack in Socket Mode{probes} (Ctrl-C stops it)", file=sys.stderr)
         else:
-            server = bot.serve_http(args.host, args.port)
+            server = bot.serve_http(args.host, 3000 if args.port is None else args.port)
             print(f"migrate-bot listening on http://{args.host}:{server.server_port}/slack/events (Ctrl-C stops it)",
                   file=sys.stderr)
         threading.Event().wait()  # the server runs in its own threads until Ctrl-C
@@ -318,6 +320,9 @@ def build_parser() -> Parser:
                     epilog="Example:\n  migrate-bot validate --migrations db/migrations --log staging_validation.log",
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("MIGRATE_BOT_LOG_FORMAT",
+                                                                                           "text"),
+                        help="log lines as text or as JSON objects with the run id (default: $MIGRATE_BOT_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     p = _add(sub, "validate", cmd_validate, "Run the validation gate on staging (exit 0 = pass).",
              "migrate-bot validate --migrations db/migrations --log staging_validation.log")
@@ -363,7 +368,9 @@ def build_parser() -> Parser:
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--state", help="state store path")
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=int, default=None,
+                   help="HTTP port (default 3000): Slack's endpoint, /healthz, /readyz, /metrics; in Socket Mode "
+                        "only the probes and metrics, and only when given")
     p = _add(sub, "shell", cmd_shell, "The terminal chat adapter: /migrate commands and reactions as any user.",
              "migrate-bot shell --user U_ME")
     p.add_argument("--config", help="TOML config file")
@@ -378,9 +385,7 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_logging_redaction()
+    logs.configure(verbose=args.verbose, json_lines=args.log_format == "json")
     sigterm_like_ctrl_c()  # before any work starts, so every stop runs the cleanup below and in the commands
     if not getattr(args, "func", None):
         parser.print_help()

@@ -38,6 +38,11 @@ def run_context(run_id: str) -> Iterator[None]:
         _run.reset(token)
 
 
+def current_run() -> str:
+    """The run this thread works for ("" outside a run): log lines carry it."""
+    return _run.get()
+
+
 def application_name(suffix: str = "") -> str:
     run_id = _run.get()
     return f"{APP_NAME}/{run_id}{suffix}" if run_id else f"{APP_NAME}{suffix}"

@@ -60,6 +60,7 @@ USERS_AND_ORDERS = (
     "INSERT INTO orders (user_id, total) SELECT 1 + g % 200, g FROM generate_series(1, 500) g;\n"
 )
 ORPHANED_ORDERS = "INSERT INTO orders (user_id, total) VALUES (99999, 1), (88888, 2);\n"
+ONE_TABLE_FOR_METRICS = {"0001_metrics.sql": "CREATE TABLE metric_things (id bigint PRIMARY KEY);\n"}
 FK_SET = {
     "0001_orders_user_idx.sql": "CREATE INDEX CONCURRENTLY orders_user_id_idx ON orders (user_id);\n",
     "0002_orders_user_fk.sql":

@@ -9,8 +9,11 @@ byte of it is read, so no request can make the process read without bound.
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import urlsplit
 
 from slack_bolt import App, BoltRequest
@@ -44,7 +47,18 @@ def body_length(content_length: str | None, transfer_encoding: str | None) -> tu
     return (0, 413) if length > MAX_BODY else (length, 0)
 
 
-def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = "/slack/events") -> ThreadingHTTPServer:
+@dataclass(frozen=True)
+class Probes:
+    """What the HTTP front answers besides Slack: readiness (ok, reasons) and the metrics text."""
+
+    ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, [])
+    metrics: Callable[[], tuple[bytes, str]] | None = None
+
+
+def make_server(app: App | None, host: str = "0.0.0.0", port: int = 3000, path: str = "/slack/events",
+                probes: Probes = Probes()) -> ThreadingHTTPServer:
+    """``app`` None: no Slack endpoint (Socket Mode), only the probes and metrics for the orchestrator."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -60,13 +74,21 @@ def make_server(app: App, host: str = "0.0.0.0", port: int = 3000, path: str = "
             self.wfile.write(body)
 
         def do_GET(self) -> None:
-            if urlsplit(self.path).path == "/healthz":
+            route = urlsplit(self.path).path
+            if route == "/healthz":  # the process answers: it is alive
                 return self._send(200, b"ok")
+            if route == "/readyz":  # it can do its work: Slack, the state store, the scheduler
+                ok, reasons = probes.ready()
+                body = json.dumps({"ready": ok, "reasons": reasons}).encode()
+                return self._send(200 if ok else 503, body, {"Content-Type": "application/json"})
+            if route == "/metrics" and probes.metrics is not None:
+                text, content_type = probes.metrics()
+                return self._send(200, text, {"Content-Type": content_type})
             return self._send(404, b"not found")
 
         def do_POST(self) -> None:
             url = urlsplit(self.path)
-            if url.path != path:
+            if app is None or url.path != path:
                 self.close_connection = True
                 return self._send(404, b"")
             length, refusal = body_length(self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding"))

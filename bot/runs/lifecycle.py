@@ -16,7 +16,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from bot import messages
+from bot import messages, metrics
 from bot.runs import liveness
 from bot.runs.announcer import Announcer
 from bot.runs.model import Run, State, can_move
@@ -116,6 +116,8 @@ class Lifecycle:
             raise StaleRun(f"{run.id} is {stored.state if stored else 'gone'}, not {run.state}: "
                            f"not moving it to {state}")
         moved = self._as_stored(moved)
+        if moved.state.terminal:
+            metrics.run_ended(moved.kind.value, moved.state.value, moved.created_at, moved.updated_at)
         if announce:
             self.announcer.run_updated(moved)
         return moved

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
-from bot import messages
+from bot import messages, metrics
 from bot.runs.store import Delivery, StateStore
 
 log = logging.getLogger(__name__)
@@ -167,11 +167,13 @@ class Outbox:
 
     def _failed(self, d: Delivery, exc: DeliveryFailed) -> None:
         where = f"run {d.thread}" if d.thread else "no run"
+        metrics.SLACK_ERRORS.labels(d.kind, str(exc)[:60]).inc()
         if exc.permanent:
             log.error("outbox: gave up on a %s message (%s): %s", d.kind, where, exc)
             self.store.delivered(d.id)
             return
         wait = backoff_s(d.attempts, exc.retry_after_s)
+        metrics.SLACK_RETRIES.labels(d.kind).inc()
         log.warning("outbox: %s message for %s failed (%s); attempt %d, next in %.0f s", d.kind, where, exc,
                     d.attempts + 1, wait)
         self.store.postpone(d.id, next_at=datetime.now(timezone.utc) + timedelta(seconds=wait), error=str(exc))

@@ -160,7 +160,14 @@ class Scheduler:
     def elect(self) -> bool:
         """Take (or keep) the leader lease; run jobs while we hold it. Called on start and every heartbeat."""
         aps = self._started()
-        lease = self.store.acquire_lease(LEADER_LEASE, self.owner, liveness.LEASE_TTL_S, alive=self.alive)
+        try:
+            lease = self.store.acquire_lease(LEADER_LEASE, self.owner, liveness.LEASE_TTL_S, alive=self.alive)
+        except Exception:
+            if self.leader:  # cut off from the store: another process takes over once our lease lapses
+                log.warning("the state store cannot be reached: this process stops running the scheduler")
+                aps.pause()
+                self.leader = False
+            raise
         leading = lease.owner == self.owner
         if leading and not self.leader:
             log.info("this process now runs the scheduler")
@@ -184,6 +191,11 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return self.aps.state == STATE_RUNNING
+
+    @property
+    def started(self) -> bool:
+        """Running jobs as the leader, or standing by (paused) as a follower: either way alive."""
+        return self.aps.state != STATE_STOPPED
 
     # -- jobs --------------------------------------------------------------------------------------
     def at(self, job_id: str, func: str, when: datetime, *args: Any) -> str:

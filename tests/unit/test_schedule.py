@@ -8,6 +8,8 @@ leader and never a follower running a job.
 
 from __future__ import annotations
 
+import sqlite3
+
 import logging
 import pickle
 import threading
@@ -228,6 +230,19 @@ def test_a_leader_whose_lease_was_taken_pauses_on_its_next_elect(process: Callab
     process("b").elect()
     deaths.dead.discard("a")
     assert (leader.elect(), leader.running) == (False, False)
+
+
+def test_a_leader_cut_off_from_the_store_stops_leading(process: Callable[[str], Scheduler]) -> None:
+    leader = process("a")
+    assert leader.elect() and leader.running
+
+    def unreachable(*args, **kwargs):  # what a store raises when its database is gone (the scheduler is on test)
+        raise sqlite3.OperationalError("unable to open database file")
+
+    leader.store.acquire_lease = unreachable  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        leader.elect()
+    assert (leader.leader, leader.running) == (False, False)
 
 
 def test_stop_releases_the_leader_lease(process: Callable[[str], Scheduler], state_file: Path) -> None:
