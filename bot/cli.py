@@ -41,9 +41,10 @@ def _write(path: str | None, text: str) -> None:
         Path(path).write_text(redact(text) + "\n", encoding="utf-8")
 
 
-def emit(report: Report, args: argparse.Namespace) -> int:
-    """Print the report's lines; write --log/--json; return the exit code."""
-    lines = report.lines()
+def emit(report: Report, args: argparse.Namespace, head: str | None = None) -> int:
+    """Print the report's lines (after ``head``, the run line, when there is one); write --log/--json; return the
+    exit code."""
+    lines = ([head] if head else []) + report.lines()
     for line in lines:
         print(line)
     _write(getattr(args, "log", None), "\n".join(lines))
@@ -61,30 +62,59 @@ def _store(settings: config_mod.Settings):
     return open_state(settings)
 
 
+def applied_by() -> str:
+    """Who runs this command, for the history rows: $MIGRATE_BOT_USER, else the OS user."""
+    import getpass
+
+    named = os.environ.get("MIGRATE_BOT_USER", "").strip()
+    if named:
+        return named
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a bare container uid)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def new_run(step: str) -> tuple[str, str, str]:
+    """(run id, who, the first line of output): the CLI's runs are recorded like the bot's."""
+    from bot.runs.model import new_run_id
+
+    run_id, who = new_run_id(), applied_by()
+    return run_id, who, f"RUN {run_id}: {step} by {who}"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bot.pg import run_context
     from bot.workflow import validate
 
     settings = _settings(args)
-    options = validate.GateOptions(install_extensions=True if args.install_extensions else None)
-    return emit(validate.run(settings, _store(settings), options), args)
+    run_id, who, head = new_run("validate")
+    options = validate.GateOptions(install_extensions=True if args.install_extensions else None, run_id=run_id,
+                                   requested_by=who)
+    with run_context(run_id):
+        return emit(validate.run(settings, _store(settings), options), args, head)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from bot.pg import run_context
     from bot.runs import windows
     from bot.workflow import deploy
 
     settings = _settings(args)
     d = settings.deploy
     cal = windows.parse_calendar(d.windows, d.freezes, d.timezone)
+    run_id, who, head = new_run("deploy")
     gate = _window_gate(cal, args)
     if gate is not None and not gate.open:
-        return emit(_outside_window(gate), args)
+        return emit(_outside_window(gate), args, head)
     options = deploy.DeployOptions(env_flag=os.environ.get("STAGING_VALIDATION_PASSED", "").lower() == "true",
-                                   deadline=gate.deadline if gate else None, on_deadline=d.on_window_close)
-    report = deploy.run(settings, _store(settings), options)
+                                   deadline=gate.deadline if gate else None, on_deadline=d.on_window_close,
+                                   run_id=run_id, requested_by=who, resume=args.resume)
+    with run_context(run_id):
+        report = deploy.run(settings, _store(settings), options)
     if gate is None and not (cal.always_open and not cal.freezes):
         report.warning("deploy-window", messages.CLI_OVERRIDE)
-    return emit(report, args)
+    return emit(report, args, head)
 
 
 def _window_gate(cal, args: argparse.Namespace):
@@ -191,7 +221,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     from bot.migrations.lint import LintSyntaxError, lint_paths
 
     try:
-        findings = lint_paths(args.paths)
+        findings = lint_paths(args.paths, fmt=args.layout, same_set=args.one_set)
     except LintSyntaxError as exc:
         raise MigrateBotError(f"{str(exc).rstrip('.')}.", "Fix the SQL; lint needs a parsable file.") from None
     except FileNotFoundError as exc:
@@ -207,6 +237,14 @@ def cmd_lint(args: argparse.Namespace) -> int:
                 print("    fix: " + "\n         ".join(f.fix.splitlines()))
         print(f"{len(findings)} finding(s), {len(blockers)} blocker(s)")
     return EXIT_FAILED if blockers else 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from bot.workflow import baseline
+
+    settings = _settings(args)
+    options = baseline.BaselineOptions(yes=args.yes, baseline=args.baseline, tool=args.tool)
+    return emit(baseline.run(settings, options), args)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -227,13 +265,17 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[str, dict], None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bot.pg import run_context
     from bot.workflow import runbook, triage
 
     settings = _settings(args)
+    run_id, who, head = new_run("run")
     options = runbook.RunbookOptions(deploy=args.deploy, install_extensions=True if args.install_extensions else None,
-                                     skip_refresh=args.skip_refresh, on_event=_progress_printer(args))
-    reports = runbook.run(settings, _store(settings), options)
-    lines: list[str] = []
+                                     skip_refresh=args.skip_refresh, on_event=_progress_printer(args),
+                                     run_id=run_id, requested_by=who)
+    with run_context(run_id):
+        reports = runbook.run(settings, _store(settings), options)
+    lines: list[str] = [head]
     for report in reports:
         lines += report.lines()
         findings = triage.triage(report.checks)
@@ -334,6 +376,8 @@ def build_parser() -> Parser:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--wait", action="store_true", help="outside the deploy windows, sleep until the next opens")
     when.add_argument("--now", action="store_true", help="deploy outside the deploy windows anyway (logged)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a no-transaction migration an interrupted deploy left part-applied, at its next statement")
     p = _add(sub, "digest", cmd_digest, "A pg_stat_statements digest: top, new and regressed statements (no reset).",
              "migrate-bot digest --since 24h --format markdown")
     p.add_argument("--config", help="TOML config file (default: $MIGRATE_BOT_CONFIG or ./migrate-bot.toml)")
@@ -354,6 +398,19 @@ def build_parser() -> Parser:
              "migrate-bot lint db/migrations/0042_add_orders_index.sql")
     p.add_argument("paths", nargs="+", help="migration files or directories")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--layout", choices=["auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate"],
+                   default="auto", help="how a directory's migrations are laid out (default: detected)")
+    p.add_argument("--one-set", action="store_true",
+                   help="lint a directory as one pending set (as the gate does), not as a history of deploys")
+    p = _add(sub, "baseline", cmd_baseline,
+             "Adopt prod's migration history from Prisma, golang-migrate, Flyway or dbmate (a dry run without --yes).",
+             "migrate-bot baseline --migrations prisma/migrations --yes")
+    _common(p)
+    p.add_argument("--yes", action="store_true", help="record them in migrate_bot.schema_migrations (default: show)")
+    p.add_argument("--baseline", metavar="VERSION",
+                   help="no tool's history on prod: record every migration up to and including VERSION")
+    p.add_argument("--from", dest="tool", choices=["prisma", "golang-migrate", "flyway", "dbmate"],
+                   help="which tool's history to adopt, when prod has several")
     p = _add(sub, "refresh", cmd_refresh, "Refresh staging from prod into a new database, then swap it in.",
              "migrate-bot refresh --log refresh.log")
     _common(p, migrations=False)

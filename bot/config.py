@@ -45,9 +45,10 @@ class Migrations:
 class Gate:
     required_extensions: list[str] = field(default_factory=lambda: ["pg_trgm", "citext", "uuid-ossp"])
     install_extensions: bool = False
-    lock_timeout_s: float = 2.0
-    lock_retries: int = 5
-    lock_backoff_s: float = 0.5  # first wait between lock retries; doubles each time, at most 10 s
+    lock_timeout_s: float = 2.0  # the longest one lock attempt waits; attempts start at 0.1 s and double towards it
+    lock_retries: int = 0  # at most this many lock retries per statement; 0 = as many as lock_wait_s allows
+    lock_backoff_s: float = 0.5  # the longest pause between lock attempts (about 2x the attempt, jittered)
+    lock_wait_s: float = 90.0  # how long one statement (or transactional file) keeps trying for its locks
     statement_timeout_s: float = 0.0  # 0 = no limit
     idle_in_transaction_minutes: int = 5
     connections_needed: int = 5  # headroom the run itself needs (pool during VALIDATE)
@@ -216,6 +217,10 @@ def _validate(settings: Settings) -> None:
             f"not {settings.migrations.format!r}.",
             "",
         )
+    if settings.gate.lock_wait_s < 0:
+        raise ConfigError("Config key 'gate.lock_wait_s' must not be negative.", "Try 90.")
+    if settings.gate.lock_retries < 0:
+        raise ConfigError("Config key 'gate.lock_retries' must not be negative.", "0 = no count limit (lock_wait_s decides).")
     if settings.gate.lock_backoff_s < 0:
         raise ConfigError("Config key 'gate.lock_backoff_s' must not be negative.", "Try 0.5.")
     if settings.gate.lock_timeout_s <= 0:

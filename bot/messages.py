@@ -42,8 +42,27 @@ NOT_APPROVED = "{run_id} is {state}: it needs {required} approval(s) from {appro
 CANNOT_CANCEL = "{run_id} is {state}; only runs that have not started can be cancelled."
 CANCELLED = "<@{user}> cancelled {run_id}."
 NOT_ALLOWED_CANCEL = "Only the requester <@{requester}> or an approver can cancel {run_id}."
-INTERRUPTED = ("The bot restarted while {run_id} was running, so it was interrupted. Nothing is lost: "
-               "transactional migrations rolled back. Check `/migrate status {run_id}` and run it again.")
+INTERRUPTED = ("The bot stopped while {run_id} was running, so it was interrupted and its database sessions were "
+               "ended. Ask for it again; a migration that runs without a transaction may have left statements on "
+               "staging, which `/migrate refresh` clears.")
+DEPLOY_INTERRUPTED = (":warning: The bot stopped while {run_id} was deploying, and its sessions on prod were ended. "
+                      "What is on prod now, read from prod:\n{lines}")
+DEPLOY_INTERRUPTED_UNREAD = (":warning: The bot stopped while {run_id} was deploying, and prod could not be read to "
+                             "say what it holds ({error}). `/migrate deploy {run_id}` reads it again and says what "
+                             "a re-deploy would do.")
+DEPLOY_RESUME = ("A migration stopped part-way: its committed statements stay applied and prod records them. An "
+                 "approver continues it at its next statement with `/migrate deploy {run_id} resume`; or undo them "
+                 "by hand and delete its row in migrate_bot.partial_migrations. A plain deploy refuses until then.")
+DEPLOY_REDEPLOY = ("Nothing is half-applied: a migration running in one transaction rolled back entirely. "
+                   "`/migrate deploy {run_id}` deploys the rest of the approved set as is: no new validation or "
+                   "approval.")
+REDEPLOY_NEEDS_RESUME = ("{run_id} left a migration part-applied on prod:\n{lines}\nAn approver continues it with "
+                         "`/migrate deploy {run_id} resume`.")
+REDEPLOY_REFUSED = "{run_id} cannot be taken up again: {why}"
+REDEPLOY_SET_CHANGED = ("prod's remaining migrations are no longer what was approved (something else was applied, "
+                        "or the files changed). Validate again with `/migrate validate`.")
+RESUME_NOT_APPROVER = "Only an approver ({approvers}) can resume {run_id}: it continues a half-applied migration."
+REDEPLOYING = "<@{user}> takes {run_id} up again{how}: {left}."
 NOTHING_TO_DEPLOY = "Validation passed with nothing pending: prod is already up to date."
 DEPLOY_AWAITING = ("Deploy {run_id} is waiting for {required} approval(s) from {approvers}: react with "
                    ":{reaction}: on this message or press Approve.")

@@ -9,8 +9,10 @@ needs it.
 from __future__ import annotations
 
 import re
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -18,7 +20,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bot.errors import ConnectionFailed
+from bot import errors
+from bot.errors import ConnectionFailed, DatabaseFailed
 from bot.redact import mask_url, register
 
 APP_NAME = "migrate-bot"
@@ -95,13 +98,15 @@ def connect(url: str, *, env: str, autocommit: bool = True, app_suffix: str = ""
     """Open a connection to ``env`` ("prod"/"staging"), or raise ConnectionFailed."""
     register(urlsplit(url).password if "://" in url else None)
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=application_name(app_suffix),
             **kwargs,
         )
+        _WHERE[conn] = Where(env, conn.info.user, conn.info.dbname)
+        return conn
     except psycopg.OperationalError as exc:
         reason, next_step = _why(str(exc))
         raise ConnectionFailed(f"Could not connect to {env} ({describe_url(url)}): {reason}.", next_step) from None
@@ -117,8 +122,61 @@ def connection(url: str, *, env: str, **kwargs: Any) -> Iterator[psycopg.Connect
     conn = connect(url, env=env, **kwargs)
     try:
         yield conn
+    except psycopg.Error as exc:
+        _mark(exc, conn)
+        raise
     finally:
         conn.close()
+
+
+# -- which database an error came from (for ``bot.errors.database_error``) -----------------------------
+
+@dataclass(frozen=True)
+class Where:
+    """What a connection was opened as: its environment, role and database."""
+
+    env: str
+    role: str
+    database: str
+    sure: bool = True  # False: only the innermost open connection when the error passed by, not its source
+
+
+_WHERE: "weakref.WeakKeyDictionary[psycopg.Connection, Where]" = weakref.WeakKeyDictionary()
+_ERROR_WHERE = "_migrate_bot_where"
+
+
+def where_of(conn: psycopg.Connection) -> Where | None:
+    """The env, role and database ``conn`` was opened for by ``connect`` (None for other connections)."""
+    return _WHERE.get(conn)
+
+
+def error_where(exc: BaseException) -> Where | None:
+    """Where a psycopg error passing out of ``connection()`` came from, as well as can be told."""
+    return getattr(exc, _ERROR_WHERE, None)
+
+
+def _mark(exc: psycopg.Error, conn: psycopg.Connection) -> None:
+    """Tag an error leaving ``connection()`` with that connection's env.
+
+    psycopg errors do not carry their connection, so: the connection the
+    error broke is surely its source; otherwise the innermost open
+    connection it passed is the best guess, and an outer one it broke wins.
+    """
+    found = _WHERE.get(conn)
+    if found is None:
+        return
+    known = error_where(exc)
+    if known is None or (not known.sure and conn.broken):
+        setattr(exc, _ERROR_WHERE, replace(found, sure=conn.broken))
+
+
+def database_error(exc: BaseException, *, step: str = "", conn: psycopg.Connection | None = None,
+                   **hints: str) -> DatabaseFailed:
+    """``bot.errors.database_error`` with the env, role and database filled in from ``conn`` or the error's tag."""
+    found = (where_of(conn) if conn is not None else None) or error_where(exc)
+    if found is not None:
+        hints = {"env": found.env, "role": found.role, **hints}
+    return errors.database_error(exc, step=step, **hints)
 
 
 def rows(conn: psycopg.Connection, query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:

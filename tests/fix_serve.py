@@ -16,11 +16,13 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from bot.runs.model import Kind, Run, State
+from bot.runs.store import StateStore
+from bot.runs.store.postgres import PostgresStore
 from bot.runs.store.sqlite import SqliteStore
 from tests.fix_bot import USERS_AND_ORDERS, bot_toml, wait_until
 from tests.fix_pg import Databases, write_migrations
@@ -56,13 +58,14 @@ class Serve:
     emulator: SlackEmulator
     config: Path
     name: str
+    state_url: str = ""  # a PostgreSQL state store shared by replicas; "" = the sqlite file in workdir
     process: subprocess.Popen = field(init=False)
     url: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                "SLACK_API_URL": self.emulator.base_url, "MIGRATE_BOT_STATE": str(self.workdir / "state.db"),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "STATE_DATABASE_URL": self.state_url}
         self.log = self.workdir / f"{self.name}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", "serve", "--config", str(self.config), "--host", "127.0.0.1",
@@ -76,10 +79,13 @@ class Serve:
         lines = self.log.read_text().splitlines()
         return next((line for line in lines if " listening on " in line), None)
 
-    def command(self, text: str, user: str = REQUESTER) -> None:
+    def command(self, text: str, user: str = REQUESTER) -> str:
+        """Send ``/migrate <text>``; the id its answer arrives under (``Scenario.answer``)."""
+        response_id = f"{self.name}-{next(_ids)}"
         body = slash_command_body("/migrate", text, user_id=user, channel_id=DEPLOYS,
-                                  response_url=self.emulator.response_url(f"{self.name}-{next(_ids)}"))
+                                  response_url=self.emulator.response_url(response_id))
         assert post_to_bot(self.url, body, signed_request(SIGNING_SECRET, body))[0] == 200
+        return response_id
 
     def react(self, ts: str, user: str, added: bool = True) -> None:
         if added:
@@ -88,6 +94,10 @@ class Serve:
         body = event_body(reaction_event(kind, user=user, reaction="white_check_mark", ts=ts, channel=DEPLOYS),
                           f"Ev{next(_ids):08d}")
         assert post_to_bot(self.url, body, signed_request(SIGNING_SECRET, body))[0] == 200
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye — leases and the job are left as a crash leaves them."""
@@ -109,20 +119,30 @@ class Scenario:
     emulator: SlackEmulator
     workdir: Path
     served: list[Serve] = field(default_factory=list)
+    state_url: str = ""
+    _pg: Any = None
 
     def configure(self, windows: list[str], extra: str = "") -> Path:
         config = self.workdir / "bot.toml"
         deploy = ("[deploy]\n" + f"windows = [{', '.join(repr(w).replace(chr(39), chr(34)) for w in windows)}]\n"
                   "estimate_floor_s = 1.0\ntraffic_sample_minutes = 0\n" + extra)
+        if self.state_url:
+            deploy += '[state]\nurl = "env:STATE_DATABASE_URL"\n'
+        deploy += "[digest]\nsnapshot_minutes = 0\n"
         config.write_text(bot_toml(self.workdir / "migrations", deploy), encoding="utf-8")
         return config
 
     def serve(self) -> Serve:
-        self.served.append(Serve(self.workdir, self.emulator, self.workdir / "bot.toml", f"serve{len(self.served) + 1}"))
+        self.served.append(Serve(self.workdir, self.emulator, self.workdir / "bot.toml", f"serve{len(self.served) + 1}",
+                                 state_url=self.state_url))
         return self.served[-1]
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> StateStore:
+        if self.state_url:
+            if self._pg is None:
+                self._pg = PostgresStore(self.state_url)
+            return self._pg
         return SqliteStore(self.workdir / "state.db")
 
     def run(self, run_id: str) -> Run:
@@ -146,6 +166,14 @@ class Scenario:
         wait_until(lambda: self.run(deploy.id).scheduled_for, "the deploy to be scheduled", WAIT_S)
         return self.run(deploy.id)
 
+    def answer(self, response_id: str, timeout: float = WAIT_S) -> str:
+        """The text the bot answered a command with (to the person, over its response_url)."""
+        def found() -> str | None:
+            calls = [c for c in self.emulator.calls("response_url") if c.args.get("response_id") == response_id]
+            return str(calls[0].args.get("text", "")) if calls else None
+
+        return wait_until(found, f"the answer to {response_id}", timeout)
+
     def thread(self, run: Run) -> list[str]:
         return [m.text for m in self.emulator.thread(DEPLOYS, run.thread_ts)]
 
@@ -167,3 +195,17 @@ def scenario(bot_env: Databases, slack_emulator: SlackEmulator, workdir: Path) -
     yield made
     for serve in made.served:
         serve.stop()
+
+
+@pytest.fixture
+def replicas(scenario: Scenario, pg_clusters: Any) -> Iterator[Scenario]:
+    """The same scenario with a PostgreSQL state store that several serve processes share."""
+    from tests.unit.test_state_store import state_database
+
+    with state_database(pg_clusters) as url:
+        scenario.state_url = url
+        yield scenario
+        for serve in scenario.served:
+            serve.stop()
+        if scenario._pg is not None:
+            scenario._pg.close()

@@ -9,7 +9,8 @@ answered with one sentence saying exactly what was wrong instead of a crash.
     /migrate help
     /migrate validate [ref]       ref: branch, tag or commit
     /migrate refresh
-    /migrate deploy [run-id] [now]   no run id = the latest deploy run; now = outside the windows
+    /migrate deploy [run-id] [now] [resume]   no run id = the latest deploy run; now = outside the windows;
+                                  resume = continue a migration an interrupted deploy left part-applied
     /migrate status [run-id]      no run id = the latest run
     /migrate approve <run-id>
     /migrate reject <run-id>
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 __all__ = ["Command", "HELP", "COMMANDS", "EXAMPLE_RUN_ID", "parse", "help_text", "normalise_run_id", "ref_problem"]
@@ -52,9 +53,10 @@ HELP: list[tuple[str, str, str]] = [
         "/migrate refresh",
     ),
     (
-        "/migrate deploy [run-id] [now]",
+        "/migrate deploy [run-id] [now] [resume]",
         "Deploy an approved run to production (default: the latest deploy run); with deploy windows it runs in "
-        "the next one, and `now` asks for an override outside them, which needs a second approver.",
+        "the next one, and `now` asks for an override outside them, which needs a second approver. An interrupted "
+        "deploy is taken up again the same way; `resume` (an approver) continues a migration it left part-applied.",
         f"/migrate deploy {EXAMPLE_RUN_ID}",
     ),
     (
@@ -142,6 +144,7 @@ class Command:
     ref: str | None = None
     run_id: str | None = None
     now: bool = False  # `deploy … now`: outside the deploy windows (an override)
+    resume: bool = False  # `deploy … resume`: continue a part-applied migration at its next statement
     database: str | None = None  # `digest [prod|staging]`
     error: str | None = None
     suggestion: str | None = None
@@ -171,8 +174,8 @@ def _parse(text: str | None) -> Command:
     verb, args = _verb(words[0]), tuple(words[1:])
     if verb not in _ARITY:
         return _unknown_verb(words[0], args)
-    if verb == "deploy" and args and args[-1].lower() == "now":
-        return _with_now(_parse(" ".join((verb, *args[:-1]))))
+    if verb == "deploy" and args and args[-1].lower() in DEPLOY_FLAGS:
+        return _with_flag(_parse(" ".join((verb, *args[:-1]))), args[-1].lower())
     arity = _ARITY[verb]
     if len(args) > arity.max_args:
         return _invalid(_too_many(verb, arity, args), args=args)
@@ -201,11 +204,15 @@ def _verb(word: str) -> str:
     return word.lower() if word.isascii() else word
 
 
-def _with_now(command: Command) -> Command:
-    """``deploy [run-id] now``: the same deploy, asked for outside the windows."""
-    if not command.ok:
+DEPLOY_FLAGS: Final = ("now", "resume")
+
+
+def _with_flag(command: Command, flag: str) -> Command:
+    """``deploy [run-id] now`` (outside the windows) / ``… resume`` (continue a part-applied migration)."""
+    if not command.ok or flag in command.args:
         return command
-    return Command(command.name, args=(*command.args, "now"), run_id=command.run_id, now=True)
+    return replace(command, args=(*command.args, flag), now=command.now or flag == "now",
+                   resume=command.resume or flag == "resume")
 
 
 DATABASES: Final = ("prod", "staging")

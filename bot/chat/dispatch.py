@@ -29,7 +29,7 @@ def _dispatch(runtime: Runtime, command: cmd.Command, user: str, channel: str) -
     if name == "unblock":
         return commands.start(Kind.UNBLOCK, user, channel)
     if name == "deploy":
-        return commands.deploy(command.run_id, user, now=command.now)
+        return commands.deploy(command.run_id, user, now=command.now, resume=command.resume)
     if name == "status":
         return commands.status(command.run_id)
     if name == "approve":

@@ -12,25 +12,36 @@ How a migration runs depends on what PostgreSQL allows:
   history row is written just before their final COMMIT.
 
 Lock waits are bounded by ``lock_timeout``; a ``LockNotAvailable`` (55P03) is
-retried with backoff (GitLab's ``with_lock_retries`` idea), so a deploy queued
-behind a long transaction never stalls application queries for longer than
-one ``lock_timeout`` at a time.
+retried, starting at 100 ms with jittered pauses and growing towards
+``gate.lock_timeout_s`` only after repeated timeouts (``lockwait``: GitLab's
+``with_lock_retries`` idea), so a deploy queued behind a long transaction
+stalls application queries by little at a time, and each retry names the
+sessions in the way.
+
+A statement-by-statement file records each committed statement on the target
+(``partial``), so after any interruption the target says how far it got, and
+``apply(migration, start=n)`` resumes it at statement ``n``.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import timezone
 from typing import Any, Callable, Iterator, Protocol
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from bot.errors import EnvironmentBusy
+from bot.errors import BOT_SCHEMA, EnvironmentBusy, session_gone
+from bot.migrations import partial as partial_mod
+from bot.migrations.lockwait import DEFAULT_WAIT_S, BlockerProbe, LockPolicy, LockWait
+from bot.migrations.partial import Partial, PartialRow
 from bot.migrations.source import Migration, Statement
-from bot.pg import rows
+from bot.pg import APP_NAME, application_name, database_error, rows, run_of, where_of
 from bot.workflow.report import Check
 
 LOCK_KEYS = (0x6D62, 1)  # ("mb", 1): pg_try_advisory_lock(int, int) — classid, objid
@@ -85,11 +96,13 @@ class PgFailure:
     constraint: str = ""
     statement: str = ""
     line: int = 0
+    connection_lost: bool = False  # the session went with the error (class 08, 57P01-57P03): nothing more ran
 
     @classmethod
     def from_error(cls, exc: psycopg.Error, stmt: Statement | None) -> "PgFailure":
         diag = exc.diag
         return cls(
+            connection_lost=session_gone(exc),
             sqlstate=exc.sqlstate or "",
             message=diag.message_primary or str(exc).strip(),
             detail=diag.message_detail or "",
@@ -128,6 +141,8 @@ class MigrationOutcome:
     checks: list[Check] = field(default_factory=list)  # from hooks
     failure: PgFailure | None = None
     applied_before_failure: int = 0  # statements already committed when a file failed (never re-run)
+    resumed_from: int = 0  # statements committed by an earlier, interrupted deploy (resume started here)
+    blockers: list[dict[str, Any]] = field(default_factory=list)  # sessions last seen in its way (lock waits)
 
 
 @dataclass(frozen=True)
@@ -137,61 +152,127 @@ class HistoryRow:
     checksum: str
     applied_at: Any
     cleanup: bool
+    run_id: str | None = None  # the run that applied it (None before runs were recorded)
 
 
 @dataclass(frozen=True)
 class Plan:
     """Pending work relative to one database's history (pure data)."""
 
-    pending: list[Migration]
+    pending: list[Migration]  # a partially applied file is pending: it has no history row
     drifted: list[tuple[Migration, HistoryRow]]  # applied, but the file changed since
     missing: list[HistoryRow]  # applied, but no file for it any more
+    partial: list[Partial] = field(default_factory=list)  # interrupted part-way: how far each got
+
+    def resume_at(self) -> dict[str, int]:
+        """{version: the statement to resume at} for the partially applied files that can resume as recorded."""
+        return {p.row.version: p.done for p in self.partial if p.resumable}
 
 
-def plan(migrations: list[Migration], history: dict[str, HistoryRow]) -> Plan:
+def plan(migrations: list[Migration], history: dict[str, HistoryRow],
+         partial: dict[str, PartialRow] | None = None) -> Plan:
     by_version = {m.version: m for m in migrations}
     pending = [m for m in migrations if m.version not in history]
     drifted = [(m, history[m.version]) for m in migrations if m.version in history and history[m.version].checksum != m.checksum]
     missing = [row for v, row in sorted(history.items()) if v not in by_version]
-    return Plan(pending=pending, drifted=drifted, missing=missing)
+    return Plan(pending=pending, drifted=drifted, missing=missing,
+                partial=partial_mod.match(partial or {}, migrations, set(history)))
 
 
 def read_history(conn: psycopg.Connection) -> dict[str, HistoryRow]:
-    exists = rows(conn, "SELECT to_regclass(%s) AS t", (HISTORY,))[0]["t"]
-    if not exists:
-        return {}
-    found = rows(conn, f"SELECT version, name, checksum, applied_at, cleanup FROM {HISTORY} ORDER BY applied_at")
+    """The applied migrations (partial rows are not in it: see ``read_partial``)."""
+    with _bot_schema(conn):
+        exists = rows(conn, "SELECT to_regclass(%s) AS t", (HISTORY,))[0]["t"]
+        if not exists:
+            return {}
+        found = rows(conn, f"SELECT version, name, checksum, applied_at, cleanup, run_id FROM {HISTORY} ORDER BY applied_at")
     return {r["version"]: HistoryRow(**r) for r in found}
 
 
+def read_partial(conn: psycopg.Connection) -> dict[str, PartialRow]:
+    """The partially applied migrations by version."""
+    with _bot_schema(conn):
+        return partial_mod.read_partial(conn)
+
+
 def ensure_history(conn: psycopg.Connection) -> None:
-    with conn.transaction():
+    with _bot_schema(conn, creating=True), conn.transaction():
         for stmt in HISTORY_DDL.strip().split(";\n"):
             conn.execute(stmt)
 
 
 @contextmanager
+def _bot_schema(conn: psycopg.Connection, creating: bool = False) -> Iterator[None]:
+    """The bot's own tables: a missing privilege on them becomes the sentence with the GRANT that fixes it.
+
+    PostgreSQL leaves 42501's schema/table diag fields empty, so the object
+    is named here, where it is known: the migrate_bot schema, or (when it
+    must be created) the database.
+    """
+    try:
+        yield
+    except pgerrors.InsufficientPrivilege as exc:
+        found = where_of(conn)
+        hint = {"database": conn.info.dbname} if creating and not _schema_exists(conn) else {"schema": BOT_SCHEMA}
+        raise database_error(exc, conn=conn, role=found.role if found else conn.info.user, **hint) from exc
+
+
+def _schema_exists(conn: psycopg.Connection) -> bool:
+    try:
+        return bool(rows(conn, "SELECT to_regnamespace(%s) AS s", (BOT_SCHEMA,))[0]["s"])
+    except psycopg.Error:
+        return True  # cannot tell: name the schema, the likelier fix
+
+
+LOCK_HOLDER_SQL = """
+SELECT a.pid, coalesce(a.application_name, '') AS application_name, a.backend_start
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 AND l.granted
+"""
+
+
+@contextmanager
 def environment_lock(conn: psycopg.Connection, env: str) -> Iterator[None]:
-    """pg_try_advisory_lock on the target: two deploys can never overlap."""
+    """pg_try_advisory_lock on the target: two runs can never overlap there."""
     got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS).fetchone()[0]
     if not got:
-        holder = rows(
-            conn,
-            """SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l
-               JOIN pg_stat_activity a ON a.pid = l.pid
-               WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted""",
-            LOCK_KEYS,
-        )
-        who = f" (backend pid {holder[0]['pid']}, {holder[0]['application_name'] or 'unknown client'})" if holder else ""
-        raise EnvironmentBusy(
-            f"A deploy is already running on {env}{who}.",
-            "Wait for it to finish; `migrate-bot status` shows it. Never run two at once.",
-        )
+        raise busy(env, rows(conn, LOCK_HOLDER_SQL, LOCK_KEYS))
     try:
         yield
     finally:
         if not conn.closed:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", LOCK_KEYS)
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", LOCK_KEYS)
+            except psycopg.Error:
+                pass  # the session is going anyway, and its end releases the lock; the first error is the news
+
+
+def busy(env: str, holders: list[dict[str, Any]]) -> EnvironmentBusy:
+    """The sentence naming who holds ``env``'s migration lock, from the holder's application_name (pure).
+
+    Every bot connection is named ``migrate-bot/<run-id>``, so the run is
+    known; whether it validates, refreshes or deploys is not, except on prod,
+    which only deploys lock.
+    """
+    head = f"A deploy is already running on {env}: " if env == "prod" else f"{env} is busy: "
+    if not holders:
+        return EnvironmentBusy(f"{head}another session held the migration lock a moment ago and has just let go.",
+                               "Run it again.")
+    h = holders[0]
+    since = h["backend_start"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    where = f"(backend pid {h['pid']}, since {since})"
+    run = run_of(h["application_name"])
+    if run:
+        return EnvironmentBusy(f"{head}run {run} holds the migration lock {where}.",
+                               f"`/migrate status {run}` shows it; if no bot is running, the lock goes when that "
+                               "session ends.")
+    app = h["application_name"]
+    who = ("a migrate-bot session started outside the bot (the command line)" if app.startswith(APP_NAME) else
+           f"a session named {app!r}" if app else "a session without an application_name")
+    return EnvironmentBusy(f"{head}{who} holds the migration lock {where}.",
+                           f"Wait for it to finish; if nothing should be running, the lock goes when that session "
+                           f"ends (SELECT pg_terminate_backend({h['pid']}) ends it). Never run two at once.")
 
 
 def _invalid_indexes(conn: psycopg.Connection) -> set[tuple[str, str]]:
@@ -211,41 +292,63 @@ def _drop_new_invalid(conn: psycopg.Connection, before: set[tuple[str, str]], ev
         events("invalid_index_dropped", {"index": f"{schema}.{name}"})
 
 
+
+
 @dataclass
 class Applier:
     """Applies migrations to one database over one autocommit connection."""
 
     conn: psycopg.Connection
     env: str
-    lock_timeout_s: float = 2.0
-    lock_retries: int = 5
+    lock_timeout_s: float = 2.0  # the longest one attempt waits for a lock; reached after repeated timeouts
+    lock_retries: int = 0  # at most this many retries; 0 = as many as lock_wait_s allows
     statement_timeout_s: float = 0.0
-    backoff_s: float = 0.5
+    backoff_s: float = 0.5  # the longest pause between two attempts (jittered)
     run_id: str | None = None
     applied_by: str | None = None
     hooks: StatementHooks | None = None
     on_event: EventSink = _ignore
+    lock_wait_s: float = DEFAULT_WAIT_S  # how long one statement (or transactional file) keeps trying for its locks
+    name_blockers: bool = True  # read who blocks us from a side connection while a statement waits
+    rng: random.Random = field(default_factory=random.Random)
+    _probe: BlockerProbe | None = field(default=None, init=False, repr=False)
 
-    def apply(self, migration: Migration) -> MigrationOutcome:
-        self.on_event("migration_started", {"migration": migration.label})
+    @property
+    def lock_policy(self) -> LockPolicy:
+        return LockPolicy(max_timeout_s=self.lock_timeout_s, budget_s=self.lock_wait_s,
+                          max_retries=self.lock_retries, max_pause_s=self.backoff_s)
+
+    def apply(self, migration: Migration, start: int = 0) -> MigrationOutcome:
+        """Apply ``migration``; ``start`` > 0 resumes a statement-by-statement file after its first ``start``
+        statements, which an interrupted deploy committed (``Plan.resume_at``)."""
+        if start and not migration.no_transaction:
+            raise ValueError(f"{migration.label} runs in transactions: it can only run whole, never resume")
+        self.on_event("migration_started", {"migration": migration.label, **({"resumed_at": start} if start else {})})
         started = time.perf_counter()
-        if migration.own_transaction:
-            outcome = self._with_retries(migration, self._run_own_transaction)
-        elif migration.no_transaction:
-            outcome = self._run_autocommit(migration)
-        else:
-            outcome = self._with_retries(migration, self._run_in_transaction)
+        self._probe = BlockerProbe(self.conn, application_name("-locks")) if self.name_blockers else None
+        try:
+            if migration.own_transaction:
+                outcome = self._with_retries(migration, self._run_own_transaction)
+            elif migration.no_transaction:
+                outcome = self._run_autocommit(migration, start)
+            else:
+                outcome = self._with_retries(migration, self._run_in_transaction)
+        finally:
+            if self._probe is not None:
+                self._probe.close()
         outcome.seconds = time.perf_counter() - started
         self.on_event("migration_finished", {"migration": migration.label, "ok": outcome.ok, "seconds": outcome.seconds})
         return outcome
 
     # -- settings -----------------------------------------------------------
-    def _set_timeouts(self, local: bool) -> None:
+    def _set_timeouts(self, local: bool, lock_timeout_s: float) -> None:
         scope = "SET LOCAL" if local else "SET"
-        self.conn.execute(f"{scope} lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
+        self.conn.execute(f"{scope} lock_timeout = '{max(int(lock_timeout_s * 1000), 1)}ms'")
         self.conn.execute(f"{scope} statement_timeout = '{int(self.statement_timeout_s * 1000)}ms'")
 
     def _reset_timeouts(self) -> None:
+        if self.conn.broken:
+            return
         self.conn.execute("RESET lock_timeout")
         self.conn.execute("RESET statement_timeout")
 
@@ -257,96 +360,147 @@ class Applier:
              self.applied_by, migration.cleanup),
         )
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_s * (2 ** attempt), 10.0)
+    def _record_partial(self, migration: Migration, done: int) -> None:
+        partial_mod.record(self.conn, migration, done, self.run_id, self.applied_by)
+
+    # -- waiting for locks --------------------------------------------------
+    def _lock_wait(self, escalate: bool) -> LockWait:
+        if self._probe is not None:
+            self._probe.reset()
+        return LockWait(self.lock_policy, escalate=escalate, rng=self.rng)
+
+    def _lock_retry(self, migration: Migration, outcome: MigrationOutcome, wait: LockWait, timeout_s: float,
+                    pause_s: float) -> None:
+        """Tell the runs layer we wait on someone's locks: who, how long so far, what the next attempt waits.
+
+        ``lock_wait`` at every retry; ``lock_retry`` (what the thread shows) only when worth a message.
+        """
+        blockers = self._blockers()
+        next_timeout = wait.timeout_s(ahead_s=pause_s)
+        failure = outcome.failure
+        data = {
+            "migration": migration.label, "attempt": wait.retries, "wait_s": round(pause_s, 3),
+            "table": failure.table if failure else "", "lock_timeout_s": timeout_s,
+            "next_lock_timeout_s": next_timeout, "waited_s": round(wait.waited_s(), 1),
+            "budget_s": wait.policy.budget_s, "blockers": blockers,
+        }
+        self.on_event("lock_wait", data)
+        if wait.announce(next_timeout, blockers):
+            self.on_event("lock_retry", data)
+
+    def _blockers(self) -> list[dict[str, Any]]:
+        """The sessions last seen in our way during this wait ([] when none was seen, or no probe)."""
+        return list(self._probe.last) if self._probe is not None else []
 
     # -- one statement ------------------------------------------------------
-    def _execute(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome) -> None:
+    def _execute(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome,
+                 lock_timeout_s: float = 0.0) -> None:
         if self.hooks and not stmt.transaction_control:
             outcome.checks += self.hooks.before(self.conn, migration, stmt)
         started = time.perf_counter()
-        self.conn.execute(stmt.sql)
+        watching = self._probe.watching(lock_timeout_s or self.lock_timeout_s) if self._probe else nullcontext()
+        with watching:
+            self.conn.execute(stmt.sql)
         seconds = time.perf_counter() - started
         outcome.statements.append(StatementOutcome(stmt.line, stmt.sql, seconds, outcome.attempts))
         self.on_event("statement", {"migration": migration.label, "line": stmt.line, "seconds": seconds})
         if self.hooks and not stmt.transaction_control:
             outcome.checks += self.hooks.after(self.conn, migration, stmt, seconds)
 
-    def _execute_alone(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome) -> bool:
-        """Traced (staging): run an autocommit statement in an explicit transaction of its own.
+    def _execute_recorded(self, migration: Migration, position: int, stmt: Statement, outcome: MigrationOutcome,
+                          lock_timeout_s: float) -> bool:
+        """Run an autocommit statement in an explicit transaction of its own, together with its progress row.
 
         Autocommit runs it in an implicit one-statement transaction anyway, so
-        nothing changes for the database; but the hooks can now read the locks
-        it took from their own backend before COMMIT releases them, instead of
-        sampling them from outside while it runs (a fast statement slips
-        between samples). A statement the server refuses in a block (25001)
-        that the parser did not know about runs unwrapped; returns whether the
+        nothing changes for the database, except that the statement and the
+        record that it committed now commit together: whatever kills the bot,
+        the partial row never says less or more than what is applied. On
+        staging the hooks can also read the locks it took from its own backend
+        before COMMIT releases them, instead of sampling them from outside
+        while it runs (a fast statement slips between samples). A statement
+        the server refuses in a block (25001) that the parser did not know
+        about runs on its own and is recorded right after; returns whether the
         wrapping should be kept for retries.
         """
+        ran = len(outcome.statements)
         try:
             with self.conn.transaction():
-                self._execute(migration, stmt, outcome)
+                self._execute(migration, stmt, outcome, lock_timeout_s)
+                self._record_partial(migration, position + 1)
             return True
         except pgerrors.ActiveSqlTransaction:
-            self._execute(migration, stmt, outcome)
+            del outcome.statements[ran:]
+            self._execute(migration, stmt, outcome, lock_timeout_s)
+            self._record_partial(migration, position + 1)
             return False
+        except BaseException:
+            del outcome.statements[ran:]  # rolled back: it did not happen
+            raise
 
     def _finished_hooks(self, migration: Migration, outcome: MigrationOutcome) -> None:
         if self.hooks:
             outcome.checks += self.hooks.finished(self.conn, migration)
 
     # -- the three ways to run a file --------------------------------------
-    def _with_retries(self, migration: Migration, attempt_once: Callable[[Migration, MigrationOutcome], None]) -> MigrationOutcome:
-        for attempt in range(self.lock_retries + 1):
-            outcome = MigrationOutcome(migration, ok=False, attempts=attempt + 1)
+    def _with_retries(self, migration: Migration,
+                      attempt_once: Callable[[Migration, MigrationOutcome, float], None]) -> MigrationOutcome:
+        wait = self._lock_wait(escalate=not any(s.no_transaction for s in migration.statements))
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = MigrationOutcome(migration, ok=False, attempts=attempt)
+            timeout = wait.timeout_s()
             try:
-                attempt_once(migration, outcome)
+                attempt_once(migration, outcome, timeout)
                 outcome.ok = True
                 return outcome
             except pgerrors.LockNotAvailable as exc:
                 self._rollback_if_open()
                 outcome.failure = PgFailure.from_error(exc, self._current(migration, outcome))
-                if attempt == self.lock_retries or outcome.applied_before_failure:
-                    return outcome  # out of retries, or part of the file already committed: never run it twice
-                wait = self._backoff(attempt)
-                self.on_event("lock_retry", {"migration": migration.label, "attempt": attempt + 1, "wait_s": wait,
-                                             "table": outcome.failure.table})
-                time.sleep(wait)
+                if outcome.applied_before_failure:
+                    return outcome  # part of the file already committed: never run it twice
+                pause = wait.next_pause(timeout)
+                if pause is None:
+                    outcome.blockers = self._blockers()
+                    return outcome
+                self._lock_retry(migration, outcome, wait, timeout, pause)
+                time.sleep(pause)
             except psycopg.Error as exc:
                 self._rollback_if_open()
                 outcome.failure = PgFailure.from_error(exc, self._current(migration, outcome))
                 return outcome
-        raise AssertionError("unreachable")
 
     def _current(self, migration: Migration, outcome: MigrationOutcome) -> Statement | None:
         """The statement that was running when an error struck (the one after the last finished)."""
         runnable = list(migration.statements)
-        done = len(outcome.statements)
+        done = outcome.resumed_from + len(outcome.statements)
         return runnable[done] if done < len(runnable) else None
 
     def _rollback_if_open(self) -> None:
+        if self.conn.broken:
+            return  # the server ended the session: whatever was open rolled back with it
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
 
-    def _run_in_transaction(self, migration: Migration, outcome: MigrationOutcome) -> None:
+    def _run_in_transaction(self, migration: Migration, outcome: MigrationOutcome, lock_timeout_s: float) -> None:
         started = time.perf_counter()
         with self.conn.transaction():
-            self._set_timeouts(local=True)
+            self._set_timeouts(local=True, lock_timeout_s=lock_timeout_s)
             for stmt in migration.statements:
-                self._execute(migration, stmt, outcome)
+                self._execute(migration, stmt, outcome, lock_timeout_s)
             self._finished_hooks(migration, outcome)
             self._record(migration, time.perf_counter() - started)
 
-    def _run_own_transaction(self, migration: Migration, outcome: MigrationOutcome) -> None:
+    def _run_own_transaction(self, migration: Migration, outcome: MigrationOutcome, lock_timeout_s: float) -> None:
         started = time.perf_counter()
         last_commit = max(i for i, s in enumerate(migration.statements) if s.transaction_control)
-        self._set_timeouts(local=False)
+        self._set_timeouts(local=False, lock_timeout_s=lock_timeout_s)
         try:
             for i, stmt in enumerate(migration.statements):
                 if i == last_commit and stmt.tx_kind == "commit":
                     self._finished_hooks(migration, outcome)
                     self._record(migration, time.perf_counter() - started)
-                self._execute(migration, stmt, outcome)
+                self._execute(migration, stmt, outcome, lock_timeout_s)
                 if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     outcome.applied_before_failure = len(outcome.statements)  # durable from here on
             if migration.statements[last_commit].tx_kind != "commit":
@@ -355,45 +509,66 @@ class Applier:
             self._rollback_if_open()
             self._reset_timeouts()
 
-    def _run_autocommit(self, migration: Migration) -> MigrationOutcome:
-        outcome = MigrationOutcome(migration, ok=False)
+    def _run_autocommit(self, migration: Migration, start: int = 0) -> MigrationOutcome:
+        """Statement by statement, each recorded on the target as it commits; from ``start`` when resuming."""
+        outcome = MigrationOutcome(migration, ok=False, resumed_from=start)
         started = time.perf_counter()
-        self._set_timeouts(local=False)
+        with _bot_schema(self.conn, creating=True):
+            partial_mod.ensure(self.conn)  # created on first need: databases that never ran such a file lack it
         try:
-            for stmt in migration.statements:
-                failure = self._autocommit_statement(migration, stmt, outcome)
+            for position in range(start, len(migration.statements)):
+                failure = self._autocommit_statement(migration, position, migration.statements[position], outcome)
                 if failure:
                     outcome.failure = failure
-                    outcome.applied_before_failure = len(outcome.statements)
+                    outcome.applied_before_failure = start + len(outcome.statements)
                     return outcome
             self._finished_hooks(migration, outcome)
-            self._record(migration, time.perf_counter() - started)
+            with self.conn.transaction():  # the history row replaces the partial row, both or neither
+                self._record(migration, time.perf_counter() - started)
+                partial_mod.clear(self.conn, migration.version)
             outcome.ok = True
+            return outcome
+        except psycopg.Error as exc:  # recording what committed failed (or the hooks' own queries)
+            self._rollback_if_open()
+            outcome.failure = PgFailure.from_error(exc, None)
+            outcome.applied_before_failure = start + len(outcome.statements)
             return outcome
         finally:
             self._reset_timeouts()
 
-    def _autocommit_statement(self, migration: Migration, stmt: Statement, outcome: MigrationOutcome) -> PgFailure | None:
-        alone = (self.hooks is not None and not stmt.no_transaction and not stmt.transaction_control
-                 and stmt.kind not in ONLY_IN_A_BLOCK)
-        for attempt in range(self.lock_retries + 1):
+    def _autocommit_statement(self, migration: Migration, position: int, stmt: Statement,
+                              outcome: MigrationOutcome) -> PgFailure | None:
+        wrap = not stmt.no_transaction and not stmt.transaction_control and stmt.kind not in ONLY_IN_A_BLOCK
+        wait = self._lock_wait(escalate=not stmt.no_transaction)
+        while True:
+            timeout = wait.timeout_s()
+            self._set_timeouts(local=False, lock_timeout_s=timeout)
             before = _invalid_indexes(self.conn) if stmt.no_transaction else set()
+            ran = len(outcome.statements)
             try:
-                if alone:
-                    alone = self._execute_alone(migration, stmt, outcome)
-                else:
-                    self._execute(migration, stmt, outcome)
-                return None
+                if wrap:
+                    wrap = self._execute_recorded(migration, position, stmt, outcome, timeout)
+                    return None
+                self._execute(migration, stmt, outcome, timeout)
             except psycopg.Error as exc:
                 failure = PgFailure.from_error(exc, stmt)
+                if self.conn.broken:
+                    return failure  # the session is gone: nothing to clean up from here, nothing to retry
                 self._rollback_if_open()
                 if stmt.no_transaction:
                     _drop_new_invalid(self.conn, before, self.on_event)
-                if not isinstance(exc, pgerrors.LockNotAvailable) or attempt == self.lock_retries:
+                if not isinstance(exc, pgerrors.LockNotAvailable):
                     return failure
-                wait = self._backoff(attempt)
+                pause = wait.next_pause(timeout)
+                if pause is None:
+                    outcome.blockers = self._blockers()
+                    return failure
                 outcome.attempts += 1
-                self.on_event("lock_retry", {"migration": migration.label, "attempt": attempt + 1, "wait_s": wait,
-                                             "table": failure.table})
-                time.sleep(wait)
-        return None
+                outcome.failure = failure
+                self._lock_retry(migration, outcome, wait, timeout, pause)
+                outcome.failure = None
+                time.sleep(pause)
+                continue
+            if len(outcome.statements) > ran:  # committed on its own (it cannot run in a block): record it now
+                self._record_partial(migration, position + 1)
+            return None

@@ -21,7 +21,7 @@ from bot.runs.model import Approval, Kind, Run, State, can_move, new_run_id
 from bot.runs.runtime import Runtime
 from bot.runs.store import Lease, StateStore
 from bot.workflow import triage as triage_mod
-from bot.workflow.report import Report
+from bot.workflow.report import Report, Status
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class Commands:
         return Reply(ok, text, run)
 
     # -- deploying -------------------------------------------------------------------------------
-    def deploy(self, run_id: str | None, user: str, *, now: bool = False) -> Reply:
+    def deploy(self, run_id: str | None, user: str, *, now: bool = False, resume: bool = False) -> Reply:
         rt = self.rt
         run = rt.store.get_run(run_id) if run_id else rt.store.latest_run(Kind.DEPLOY)
         if run is None:
@@ -194,6 +194,11 @@ class Commands:
         decision = policy.may_deploy(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return Reply(False, decision.reason, run)
+        if run.state is State.INTERRUPTED:
+            taken_up = self._take_up(run, user, resume)
+            if not isinstance(taken_up, Run):
+                return taken_up
+            run = taken_up
         refusal = self._deploy_state_refusal(run)
         if refusal:
             return Reply(False, refusal, run)
@@ -219,6 +224,42 @@ class Commands:
             return Reply(False, messages.DEPLOY_WAITS_FOR_WINDOW.format(run_id=run.id, when=when), fresh)
         return Reply(False, fired.text if fired else messages.DEPLOY_OVER.format(run_id=run.id,
                                                                                  state=fresh.state.value), fresh)
+
+    def _take_up(self, run: Run, user: str, resume: bool) -> Run | Reply:
+        """An interrupted deploy goes back to ``scheduled`` when prod's remaining set is still the approved one.
+
+        No new validation or approval: the approval bound a set, and what is left of it is checked against
+        prod's history right now (``resume.remaining``). Continuing a half-applied migration takes an approver.
+        """
+        rt = self.rt
+        found = rt.workflow.interrupted(rt.settings, run)
+        if found.exit_code == 2:
+            return Reply(False, messages.REDEPLOY_REFUSED.format(run_id=run.id, why=found.error), run)
+        partial = found.facts.get("partial") or []
+        if not found.facts.get("expect_pending"):
+            return Reply(False, messages.REDEPLOY_REFUSED.format(run_id=run.id, why=messages.REDEPLOY_SET_CHANGED), run)
+        if partial and not resume:
+            lines = "\n".join(c.line() for c in found.checks if c.status is Status.FAILED)
+            return Reply(False, messages.REDEPLOY_NEEDS_RESUME.format(run_id=run.id, lines=lines), run)
+        if partial:
+            decision = policy.may_resume(rt.settings.policy, user, run, rt.groups)
+            if not decision.allowed:
+                return Reply(False, decision.reason, run)
+            stuck = [p for p in partial if not p["resumable"]]
+            if stuck:
+                lines = "\n".join(c.message for c in found.checks if c.status is Status.FAILED)
+                return Reply(False, messages.REDEPLOY_REFUSED.format(run_id=run.id, why=lines), run)
+        data = dict(run.data, resume=bool(partial), expect_pending=found.facts["expect_pending"], deployed_by=user)
+        for stale in ("estimate_s", "job_id", "waiting_since", "window_end", "unschedulable"):
+            data.pop(stale, None)  # the rest is re-estimated and re-planned
+        left = [p["migration"] for p in partial] + list(found.facts.get("pending", []))
+        run = rt.lifecycle.move(run, State.SCHEDULED, owner="", scheduled_for="", data=data,
+                                summary=f"taken up again: {len(left)} migration(s) left")
+        how = " from where it stopped" if partial else ""
+        rt.announcer.say(run, messages.REDEPLOYING.format(user=user, run_id=run.id, how=how, left=", ".join(left)))
+        if not rt.calendar.always_open:  # into the next window that fits, as an approval does
+            run = planning.plan(rt, run.id) or run
+        return run
 
     def _not_a_deploy(self, run: Run) -> str:
         offered = [r for r in self.rt.store.runs(kinds=[Kind.DEPLOY], limit=200) if r.parent == run.id]
@@ -359,7 +400,7 @@ class Commands:
         decision = policy.may_cancel(rt.settings.policy, user, run, rt.groups)
         if not decision.allowed:
             return Reply(False, decision.reason, run)
-        if not can_move(run.state, State.CANCELLED):
+        if not can_move(run.state, State.CANCELLED, run.kind):
             return Reply(False, messages.CANNOT_CANCEL.format(run_id=run.id, state=run.state.value), run)
         planning.unschedule(rt, run)
         try:

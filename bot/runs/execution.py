@@ -16,6 +16,7 @@ from typing import Callable
 
 from bot import messages
 from bot.errors import MigrateBotError
+from bot.migrations.lockwait import blocker_text
 from bot.pg import run_context
 from bot.redact import redact
 from bot.runs import planning
@@ -68,6 +69,39 @@ def end_sessions_of(rt: Runtime, dead: list[Run]) -> None:
         if pids:
             log.warning("ended %d session(s) of interrupted runs on %s: pids %s", len(pids), env,
                         ", ".join(map(str, pids)))
+
+
+def after_interruption(rt: Runtime, dead: list[Run]) -> None:
+    """End what dead runs left running, then tell each interrupted deploy's thread what prod holds now.
+
+    Sessions first: a statement still running for the dead process would make what prod holds a guess.
+    """
+    end_sessions_of(rt, dead)
+    for run in dead:
+        if run.kind is Kind.DEPLOY:
+            tell_interrupted(rt, run)
+
+
+def tell_interrupted(rt: Runtime, run: Run) -> None:
+    """Read prod and say, in the run's thread and its status, what of its set is applied, part-applied or not there."""
+    try:
+        report = rt.workflow.interrupted(rt.settings, run)
+    except Exception as exc:  # noqa: BLE001 - recovery goes on; `/migrate deploy <run>` reads prod again
+        report = Report(step="deploy", error=f"unexpected {type(exc).__name__}").finish()
+    if report.exit_code == 2:
+        rt.announcer.say(run, messages.DEPLOY_INTERRUPTED_UNREAD.format(run_id=run.id, error=report.error))
+        return
+    partial = report.facts.get("partial") or []
+    summary = "interrupted: " + "; ".join(
+        [f"{p['migration']} stopped after {p['done']} of {p['total']} statements" for p in partial]
+        + [f"{len(report.facts.get('applied', []))} applied, {len(report.facts.get('pending', []))} not on prod"])
+    try:
+        run = rt.lifecycle.update(run, report=report.to_json(), summary=summary, announce=True)
+    except StaleRun:
+        return  # a person took it up again meanwhile: their command reads prod itself
+    way_on = messages.DEPLOY_RESUME if partial else messages.DEPLOY_REDEPLOY
+    rt.announcer.say(run, messages.DEPLOY_INTERRUPTED.format(run_id=run.id, lines="\n".join(report.lines()[:-1]))
+                     + "\n" + way_on.format(run_id=run.id))
 
 
 def position(rt: Runtime, run: Run) -> int:
@@ -228,8 +262,12 @@ def terminate(rt: Runtime, run_id: str) -> None:
 
 # -- words -------------------------------------------------------------------------------------------
 def _lock_retry_text(data: dict) -> str:
-    return (f"{data.get('migration')}: lock not available on {data.get('table') or 'a table'}, "
-            f"retry {data.get('attempt')} in {data.get('wait_s', 0):.1f}s")
+    """Sent a handful of times per wait (the first retry, each longer timeout, new sessions in the way)."""
+    who = "; ".join(blocker_text(b) for b in (data.get("blockers") or [])[:3]) or "a session I could not see"
+    return (f"{data.get('migration')}: waiting for a lock held by {who}; retrying with lock_timeout "
+            f"{data.get('next_lock_timeout_s', 0):.1f}s ({data.get('waited_s', 0):.0f}s of "
+            f"{data.get('budget_s', 0):.0f}s so far). `/migrate unblock` ends idle-in-transaction sessions after "
+            "an approval.")
 
 
 def progress_line(kind: str, data: dict) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from bot import messages, metrics
 from bot.runs import liveness
 from bot.runs.announcer import Announcer
-from bot.runs.model import Run, State, can_move
+from bot.runs.model import Kind, Run, State, can_move
 from bot.runs.store import Lease, StateStore
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Lifecycle:
 
     def move(self, run: Run, state: State, *, announce: bool = True, **changes: Any) -> Run:
         """Persist a transition, then announce it; refuse it if the stored run moved on meanwhile."""
-        if not can_move(run.state, state):
+        if not can_move(run.state, state, run.kind):
             raise StaleRun(f"{run.id}: {run.state} -> {state} is not a legal transition")
         moved = replace(run, state=state, **changes)
         if not self.store.save_run(moved, expect=run.state):
@@ -145,7 +145,7 @@ class Lifecycle:
         Returns the holder's lease when another live run has the environment;
         raises StaleRun when the run moved on (cancelled, or claimed by another thread or process).
         """
-        if not can_move(run.state, State.RUNNING):
+        if not can_move(run.state, State.RUNNING, run.kind):
             raise StaleRun(f"{run.id}: {run.state} -> running is not a legal transition")
         moved = replace(run, state=State.RUNNING, owner=self.owner)
         lease = self.store.claim(moved, expect=run.state, lease=env_lease(run.env), ttl_s=liveness.LEASE_TTL_S,
@@ -183,7 +183,8 @@ class Lifecycle:
             except StaleRun:
                 continue  # someone else recovered it first
             self.release(run)
-            self.announcer.say(run, messages.INTERRUPTED.format(run_id=run.id))
+            if run.kind is not Kind.DEPLOY:  # a deploy's thread is told what prod holds, once it was read
+                self.announcer.say(run, messages.INTERRUPTED.format(run_id=run.id))
             touched.append(run)
         for run in self.store.queue(None):
             if run.data.get("opening") and not self.alive(run.owner):  # its process died while posting it

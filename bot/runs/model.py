@@ -5,7 +5,10 @@ deploy:              awaiting_approval -> scheduled -> running -> deployed | fai
 unblock:             awaiting_approval -> scheduled -> running -> passed | failed | error
 any state before running can become cancelled; running becomes interrupted
 when the process running it died (its lease lapsed). A deploy whose window
-closed mid-run goes from running back to scheduled, for the migrations left.
+closed mid-run goes from running back to scheduled, for the migrations left;
+an interrupted deploy goes back to scheduled when a person re-deploys or
+resumes it (``/migrate deploy <run> [resume]``) — only deploys, because only
+their approval still binds what is left to do.
 ``scheduled`` carries a time (``scheduled_for``) when deploy windows are
 configured. Transitions outside this table are refused, so a bug can never,
 say, deploy a cancelled run.
@@ -41,8 +44,8 @@ class State(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        """Nothing can happen to the run any more: the lifecycle table has no way out of this state."""
-        return self not in TRANSITIONS
+        """The run's work has ended (an interrupted deploy may still be taken up again by a person)."""
+        return self not in TRANSITIONS or self is State.INTERRUPTED
 
 
 TRANSITIONS: dict[State, set[State]] = {
@@ -50,6 +53,7 @@ TRANSITIONS: dict[State, set[State]] = {
     State.AWAITING_APPROVAL: {State.SCHEDULED, State.CANCELLED, State.REJECTED},
     State.SCHEDULED: {State.RUNNING, State.CANCELLED, State.AWAITING_APPROVAL},
     State.RUNNING: {State.PASSED, State.FAILED, State.ERROR, State.DEPLOYED, State.INTERRUPTED, State.SCHEDULED},
+    State.INTERRUPTED: {State.SCHEDULED},  # deploys only (see can_move): re-deployed or resumed by a person
 }
 
 ENVIRONMENT = {Kind.VALIDATE: "staging", Kind.REFRESH: "staging", Kind.DEPLOY: "prod", Kind.UNBLOCK: "prod"}
@@ -60,7 +64,9 @@ def new_run_id() -> str:
     return "r-" + secrets.token_hex(4)
 
 
-def can_move(current: State, target: State) -> bool:
+def can_move(current: State, target: State, kind: Kind | None = None) -> bool:
+    if current is State.INTERRUPTED and kind is not Kind.DEPLOY:
+        return False  # an interrupted validation is simply asked for again: a new run
     return target in TRANSITIONS.get(current, set())
 
 

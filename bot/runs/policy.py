@@ -67,6 +67,14 @@ def may_deploy(policy: Policy, user: str, run: Run, groups: GroupMembers) -> Dec
     return Decision(False, messages.NOT_DEPLOYER.format(requester=run.requested_by, deployers=deployers, run_id=run.id))
 
 
+def may_resume(policy: Policy, user: str, run: Run, groups: GroupMembers) -> Decision:
+    """Continuing a half-applied migration on prod is an approver's call, not only the requester's."""
+    if user in expand(policy.approvers, groups):
+        return ALLOW
+    return Decision(False, messages.RESUME_NOT_APPROVER.format(approvers=messages.who(policy.approvers),
+                                                                run_id=run.id))
+
+
 def may_cancel(policy: Policy, user: str, run: Run, groups: GroupMembers) -> Decision:
     if user == run.requested_by or user in expand(policy.approvers, groups):
         return ALLOW

@@ -37,6 +37,7 @@ class Workflow(Protocol):
                deadline: datetime | None = None) -> Report: ...
     def idle_sessions(self, settings: Settings) -> list[dict[str, Any]]: ...
     def terminate(self, settings: Settings, pids: list[int]) -> Report: ...
+    def interrupted(self, settings: Settings, run: Run) -> Report: ...
     def estimate(self, settings: Settings, store: StateStore, run: Run) -> Any: ...
     def preflight(self, settings: Settings, run: Run) -> Any: ...
     def traffic(self, settings: Settings) -> dict[str, int]: ...
@@ -85,7 +86,7 @@ class Runtime:
         from bot.runs import execution
 
         touched = self.lifecycle.recover_dead()
-        execution.end_sessions_of(self, touched)
+        execution.after_interruption(self, touched)
         execution.dispatch_all(self)
         return touched
 
@@ -106,7 +107,7 @@ class Runtime:
     def _on_beat(self) -> None:
         from bot.runs import execution
 
-        execution.end_sessions_of(self, self.lifecycle.recover_dead())
+        execution.after_interruption(self, self.lifecycle.recover_dead())
         self.scheduler.elect()
 
     def stop(self, *, wait: bool = True) -> None:

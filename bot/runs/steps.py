@@ -22,7 +22,7 @@ from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.runs.model import Run
 from bot.runs.store import StateStore
-from bot.workflow import activity, checks, deploy, estimate, orphans, validate
+from bot.workflow import activity, checks, deploy, estimate, orphans, resume, unblock, validate
 from bot.workflow.report import Report, Status, run_step
 from bot.workflow.schemactx import touched_tables
 from bot.workflow.targets import database_url
@@ -87,8 +87,17 @@ class Steps:
         options = deploy.DeployOptions(env_flag=True, run_id=run.id, requested_by=deployer,
                                        migrations=migrations, expected_fingerprint=expected_pending(run),
                                        validated_fingerprint=run.fingerprint, on_event=on_event,
-                                       deadline=deadline, on_deadline=settings.deploy.on_window_close)
+                                       deadline=deadline, on_deadline=settings.deploy.on_window_close,
+                                       resume=bool(run.data.get("resume")))
         return deploy.run(settings, store, options)
+
+    def interrupted(self, settings: Settings, run: Run) -> Report:
+        """What an interrupted deploy left on prod, and what a re-deploy must find pending (``expect_pending``)."""
+        try:
+            migrations, _ = migrations_for(settings, None, run.commit or None)
+        except MigrateBotError as exc:
+            return _failed("deploy", exc)
+        return resume.interrupted(settings, migrations, run_id=run.id, approved=run.fingerprint)
 
     def idle_sessions(self, settings: Settings) -> list[dict[str, Any]]:
         with connection(database_url(settings, "prod"), env="prod") as prod:
@@ -96,18 +105,7 @@ class Steps:
         return list(check.details.get("sessions", []))
 
     def terminate(self, settings: Settings, pids: list[int]) -> Report:
-        report = Report(step="unblock")
-        minutes = settings.gate.idle_in_transaction_minutes
-        try:
-            with connection(database_url(settings, "prod"), env="prod") as prod:
-                done = checks.terminate_idle(prod, minutes, pids)
-        except MigrateBotError as exc:
-            report.error = str(exc)
-            return report.finish()
-        gone = sorted(set(pids) - set(done))
-        report.passed("unblock", f"terminated {len(done)} session(s): {', '.join(map(str, done)) or 'none'}"
-                      + (f"; {len(gone)} had already finished or were no longer idle" if gone else ""))
-        return report.finish()
+        return unblock.run(settings, pids)
 
     def estimate(self, settings: Settings, store: StateStore, run: Run) -> estimate.Estimate:
         """How long the deploy will take: the validation's staging timings scaled to prod's table sizes."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from bot.migrations.apply import Applier, MigrationOutcome, Plan
+from bot.migrations.lockwait import blocker_text
+from bot.migrations.partial import shown
 from bot.migrations.source import Migration
 from bot.workflow.report import Check, Report, Status
 from bot.workflow.triage import category_for_sqlstate
@@ -24,11 +26,41 @@ def outcome_check(outcome: MigrationOutcome, env: str) -> Check:
     assert f is not None
     category = category_for_sqlstate(f.sqlstate)
     tries = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-    left = (f"; {outcome.applied_before_failure} earlier statement(s) of this migration were already committed "
-            "and stay applied — make the file re-runnable or finish it by hand before retrying"
-            if outcome.applied_before_failure else "")
     details = dict(f.to_details(), category=category, attempts=outcome.attempts, path=m.path)
-    return Check(name, Status.FAILED, f"failed on {env}{tries}: {f.message}{left}", migration=m.label, details=details)
+    if outcome.blockers:
+        details["blockers"] = outcome.blockers
+    if m.no_transaction:
+        details.update(committed_statements=outcome.applied_before_failure, statements_total=len(m.statements))
+    message = f"failed on {env}{tries}: {f.message}{_in_the_way(outcome)}{what_stays(outcome, env)}"
+    return Check(name, Status.FAILED, message, migration=m.label, details=details)
+
+
+def _in_the_way(outcome: MigrationOutcome) -> str:
+    if not outcome.blockers or outcome.failure is None or outcome.failure.sqlstate != "55P03":
+        return ""
+    return "; in its way: " + "; ".join(blocker_text(b) for b in outcome.blockers[:5])
+
+
+def what_stays(outcome: MigrationOutcome, env: str) -> str:
+    """"; …" saying what of a failed migration is on ``env`` now and how to go on (pure)."""
+    m, f = outcome.migration, outcome.failure
+    committed = outcome.applied_before_failure
+    lost = f is not None and f.connection_lost
+    if m.no_transaction:
+        done = f"{committed} of its {len(m.statements)} statements" if committed else "none of its statements"
+        if not committed:
+            return f"; {done} had committed, so nothing of it is on {env}; it can be re-deployed as is" if lost else ""
+        after = m.statements[committed] if committed < len(m.statements) else None
+        nxt = f"continues at line {after.line} ({shown(after)})" if after else "writes its history row"
+        return (f"; {done} committed and stay applied, recorded in migrate_bot.partial_migrations on {env}: a deploy "
+                f"with resume {nxt} — or undo them by hand and delete that row to run the file whole")
+    if committed:  # a file with its own BEGIN … COMMIT: statements outside its blocks commit one by one
+        return (f"; {committed} earlier statement(s) of this migration were already committed and stay applied — "
+                "make the file re-runnable or finish it by hand before retrying")
+    if lost:
+        return (f"; the connection to {env} was lost: the migration ran in one transaction, which rolled back with "
+                f"its history row, so nothing of it is on {env} and it can be re-deployed as is")
+    return ""
 
 
 def apply_in_order(applier: Applier, migrations: list[Migration], report: Report, env: str) -> list[Migration]:
@@ -51,6 +83,10 @@ def record_outcome(report: Report, outcome: MigrationOutcome, rest: list[Migrati
     report.add(outcome_check(outcome, env))
     if not outcome.ok and rest:
         report.facts["not_attempted"] = [m.label for m in rest]
+    if outcome.failure is not None and outcome.failure.connection_lost:
+        # what ends the step is this failure: the next query only finds the connection closed (``run_step``)
+        report.facts["connection_lost"] = {"env": env, "sqlstate": outcome.failure.sqlstate,
+                                           "message": outcome.failure.message, "migration": outcome.migration.label}
     return outcome.ok
 
 

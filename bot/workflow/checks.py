@@ -8,6 +8,8 @@ hand.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 from psycopg import sql
 
@@ -40,11 +42,25 @@ WHERE state = 'idle in transaction' AND now() - state_change > make_interval(min
   AND datname = current_database()
 ORDER BY state_change
 """
-TERMINATE_IDLE_SQL = """
-SELECT pid, pg_terminate_backend(pid) AS terminated
-FROM pg_stat_activity
-WHERE state = 'idle in transaction' AND now() - state_change > make_interval(mins => %s)
-  AND datname = current_database() AND pid = ANY(%s)
+SESSIONS_SQL = """
+SELECT a.pid, coalesce(a.usename, '') AS user, coalesce(a.application_name, '') AS application,
+       coalesce(a.state, '') AS state, a.state IS NOT NULL AS visible,
+       coalesce(extract(epoch FROM now() - a.state_change)::int, 0) AS idle_seconds,
+       (a.state = 'idle in transaction' AND now() - a.state_change > make_interval(mins => %s)) AS still_idle,
+       coalesce(r.rolsuper, false) AS superuser
+FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.datname = current_database() AND a.pid = ANY(%s)
+"""
+# Terminates only if the session is still idle in transaction past the limit, in the same statement that checks it.
+TERMINATE_ONE_SQL = """
+SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity
+WHERE pid = %s AND state = 'idle in transaction' AND now() - state_change > make_interval(mins => %s)
+  AND datname = current_database()
+"""
+MAY_SIGNAL_SQL = """
+SELECT r.rolsuper AS superuser, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal_backend,
+       current_user AS role
+FROM pg_roles r WHERE r.rolname = current_user
 """
 
 # Sessions that make a deploy unwelcome now: running ones, and transactions left open. Locks are joined by
@@ -165,10 +181,75 @@ def idle_in_transaction(conn: psycopg.Connection, env: str, minutes: int) -> Che
     )
 
 
-def terminate_idle(conn: psycopg.Connection, minutes: int, pids: list[int]) -> list[int]:
-    """Terminate only the listed pids, and only if they are still idle in transaction."""
-    found = rows(conn, TERMINATE_IDLE_SQL, (minutes, pids))
-    return [r["pid"] for r in found if r["terminated"]]
+TERMINATED, GONE, NOT_IDLE, NOT_PERMITTED, FAILED = "terminated", "gone", "not-idle", "not-permitted", "failed"
+
+
+@dataclass(frozen=True)
+class Termination:
+    """What ``terminate_idle`` did to one listed session (plain data)."""
+
+    pid: int
+    outcome: str  # TERMINATED | GONE | NOT_IDLE | NOT_PERMITTED | FAILED
+    why: str = ""  # for NOT_PERMITTED / FAILED / NOT_IDLE: the reason, with the next step
+    user: str = ""
+    application: str = ""
+    idle_seconds: int = 0
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome == TERMINATED
+
+
+def terminate_idle(conn: psycopg.Connection, minutes: int, pids: list[int]) -> list[Termination]:
+    """Terminate the listed pids that are still idle in transaction; one result per pid, in order; never raises
+    midway: a session the bot's role may not end (a superuser's, when the bot is not one) is reported as such,
+    and the others are still ended.
+
+    Each pid is ended by its own statement, which checks it is still idle in
+    transaction past the limit — a session that moved on since it was listed
+    is left alone.
+    """
+    seen = {r["pid"]: r for r in rows(conn, SESSIONS_SQL, (minutes, list(pids)))}
+    me = (rows(conn, MAY_SIGNAL_SQL) or [{}])[0]
+    return [_terminate_one(conn, minutes, pid, seen.get(pid), me) for pid in pids]
+
+
+def _terminate_one(conn: psycopg.Connection, minutes: int, pid: int, session: dict | None, me: dict) -> Termination:
+    if session is None:
+        return Termination(pid, GONE)
+    who = {k: session[k] for k in ("user", "application", "idle_seconds")}
+    if not session["visible"]:  # without pg_read_all_stats, other roles' sessions show no state
+        role = me.get("role") or "the bot's role"
+        return Termination(pid, NOT_PERMITTED, f"the {role} role cannot see whether it is still idle in transaction "
+                           f"(other roles' sessions show no state to it): ask a DBA to GRANT pg_read_all_stats TO "
+                           f"{role};", **who)
+    if not session["still_idle"]:
+        return Termination(pid, NOT_IDLE, f"it is {session['state'] or 'no longer idle in transaction'} now", **who)
+    try:
+        found = rows(conn, TERMINATE_ONE_SQL, (pid, minutes))
+    except psycopg.errors.InsufficientPrivilege:
+        return Termination(pid, NOT_PERMITTED, _not_permitted(session, me), **who)
+    except psycopg.Error as exc:  # one session's trouble never stops the others
+        return Termination(pid, FAILED, f"{exc.diag.message_primary or type(exc).__name__} "
+                           f"(SQLSTATE {exc.sqlstate or 'none'})", **who)
+    if not found:
+        return Termination(pid, GONE, "it ended or moved on just before", **who)
+    if not found[0]["terminated"]:
+        return Termination(pid, GONE, "it had already ended", **who)
+    return Termination(pid, TERMINATED, **who)
+
+
+def _not_permitted(session: dict, me: dict) -> str:
+    """Why PostgreSQL refused (42501), from the roles involved rather than the message's words."""
+    role = me.get("role") or "the bot's role"
+    if session["superuser"] and not me.get("superuser"):
+        return (f"it belongs to the superuser {session['user']}, and only a superuser may end a superuser's session: "
+                f"ask a DBA to run SELECT pg_terminate_backend({session['pid']}); or have its owner end the "
+                "transaction")
+    if not me.get("signal_backend"):
+        return (f"the {role} role may only end its own sessions: ask a DBA to GRANT pg_signal_backend TO {role}; "
+                f"or to run SELECT pg_terminate_backend({session['pid']});")
+    return f"PostgreSQL refused it to the {role} role (SQLSTATE 42501): ask a DBA to end it"
 
 
 def connection_headroom(conn: psycopg.Connection, env: str, needed: int) -> Check:

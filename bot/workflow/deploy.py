@@ -12,6 +12,14 @@ deadline: no migration starts after it, and with ``on_deadline="abort"`` the
 one running when it passes is cancelled (a transactional one rolls back with
 its history row). What the window left is reported as ``HELD`` and stays
 pending; the runs layer plans it into a later window.
+
+A statement-by-statement file that an interruption left part-applied (prod
+records each committed statement: ``bot.migrations.partial``) stops every
+deploy with a BLOCKER naming what committed, until one runs with
+``DeployOptions.resume`` — then it continues at the next statement, provided
+the file is exactly the one that ran (same checksum). A lost connection ends
+the deploy at once, with the failed migration's line saying what of it is on
+prod, and exit 2.
 """
 
 from __future__ import annotations
@@ -25,11 +33,11 @@ from typing import Callable, Protocol
 import psycopg
 
 from bot.config import Settings
-from bot.migrations import apply as applier_mod
+from bot.migrations import adopt, apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
-from bot.pg import connection
+from bot.pg import connection, database_error
 from bot.workflow.ledger import Ledger
-from bot.workflow import checks
+from bot.workflow import checks, gatesettings, resume as resume_mod
 from bot.workflow.applying import drift_checks, record_outcome
 from bot.workflow.report import Check, Report, Status, now_utc, run_step
 from bot.workflow.targets import database_url
@@ -56,6 +64,9 @@ class DeployOptions:
     deadline: datetime | None = None  # the deploy window's end (timezone-aware); None = no window
     on_deadline: str = FINISH_CURRENT  # FINISH_CURRENT | ABORT
     clock: Callable[[], datetime] = field(default=now_utc)  # read against the deadline; tests inject one
+    # Continue a statement-by-statement file an interrupted deploy left part-applied, at its next statement
+    # (only when the file's checksum is the one that ran); without it such a file is a BLOCKER.
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.on_deadline not in ON_DEADLINE:
@@ -117,8 +128,14 @@ def _deploy(settings: Settings, store: Ledger, options: DeployOptions, report: R
     prod_url = database_url(settings, "prod")
     with connection(prod_url, env="prod") as prod, applier_mod.environment_lock(prod, "prod"):
         history = applier_mod.read_history(prod)
-        plan = applier_mod.plan(migrations, history)
+        unadopted = adopt.unadopted_check(prod, migrations, history)
+        if unadopted:
+            report.add(unadopted)
+            return
+        plan = applier_mod.plan(migrations, history, applier_mod.read_partial(prod))
         report.extend(drift_checks(plan, "prod"))
+        report.extend(resume_mod.checks(plan, "prod", options.resume))
+        report.facts["partial"] = [p.to_dict() for p in resume_mod.progress(plan)]
         report.fingerprint = set_fingerprint(plan.pending)
         if not plan.pending:
             report.passed("pending", "nothing to deploy: prod is up to date")
@@ -132,7 +149,7 @@ def _deploy(settings: Settings, store: Ledger, options: DeployOptions, report: R
         to_apply = held_back(plan.pending, history, hold, now).to_apply
         not_valid_before = {checks.constraint_key(r) for r in checks.unvalidated(prod)}
         report.facts.update(left=[], window_closed=False)
-        applied = _apply(prod, settings, options, to_apply, report)
+        applied = _apply(prod, settings, options, to_apply, report, plan.resume_at() if options.resume else {})
         report.facts["applied"] = [m.label for m in applied]
         done = {m.version for m in applied}
         remaining = [m for m in plan.pending if m.version not in done]
@@ -170,6 +187,10 @@ def _allowed(settings: Settings, store: Ledger, options: DeployOptions, report: 
                        "prod's data has moved on since — refresh staging and validate again",
                        details={"category": "staging-stale"})
         return False
+    looser = gatesettings.refusal(found.get("gate_settings"), settings.gate)
+    if looser:
+        report.blocker("validation-settings", looser, details={"category": "gate-settings"})
+        return False
     report.passed("validation", f"passed on staging at {found['created_at'][:19]} for fingerprint {fingerprint[:12]}")
     return True
 
@@ -185,19 +206,20 @@ def _preflight(prod: psycopg.Connection, settings: Settings, report: Report) -> 
 
 
 def _apply(prod: psycopg.Connection, settings: Settings, options: DeployOptions, to_apply: list[Migration],
-           report: Report) -> list[Migration]:
+           report: Report, starts: dict[str, int]) -> list[Migration]:
     if not to_apply:
         return []
     applier_mod.ensure_history(prod)
     gate = settings.gate
     applier = applier_mod.Applier(
         conn=prod, env="prod", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries, backoff_s=gate.lock_backoff_s,
-        statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
-        on_event=options.on_event,
+        lock_wait_s=gate.lock_wait_s, statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id,
+        applied_by=options.requested_by, on_event=options.on_event,
     )
     options.on_event("step", {"step": "apply", "env": "prod", "count": len(to_apply)})
     window = _Window(options.deadline, options.on_deadline == ABORT, options.clock)
-    return _apply_in_window(applier, to_apply, report, window, options.on_event)
+    report.facts["resumed"] = {m.label: starts[m.version] for m in to_apply if starts.get(m.version)}
+    return _apply_in_window(applier, to_apply, report, window, options.on_event, starts)
 
 
 def _report_held(prod: psycopg.Connection, remaining: list[Migration], hold: timedelta, now: datetime,
@@ -297,14 +319,16 @@ class _Window:
 
 
 def _apply_in_window(applier: applier_mod.Applier, to_apply: list[Migration], report: Report, window: _Window,
-                     on_event: applier_mod.EventSink) -> list[Migration]:
+                     on_event: applier_mod.EventSink, starts: dict[str, int] | None = None) -> list[Migration]:
     """Apply in order until a failure or the window's end; returns the migrations applied.
 
     The window is checked before each migration, never in the middle of one
     (finish-current): a migration that started finishes, with its history row.
     In abort mode the watcher cancels it instead; if it completed anyway
     (the cancel arrived as it committed) it counts as applied, and if it
-    failed of its own accord it is reported like any failure.
+    failed of its own accord it is reported like any failure. A lost
+    connection (the session terminated, the server gone) ends the deploy with
+    that migration's line and the could-not-run sentence (exit 2).
     """
     applied: list[Migration] = []
     for position, migration in enumerate(to_apply):
@@ -312,7 +336,7 @@ def _apply_in_window(applier: applier_mod.Applier, to_apply: list[Migration], re
             _left_by_window(to_apply[position:], window, report, on_event)
             break
         with window.watch(applier.conn) as watch:
-            outcome = applier.apply(migration)
+            outcome = applier.apply(migration, (starts or {}).get(migration.version, 0))
         if watch.error:
             report.warning(f"window-cancel.{migration.label}",
                            f"could not cancel it at the end of the deploy window ({watch.error}), so it ran on to "
@@ -324,9 +348,20 @@ def _apply_in_window(applier: applier_mod.Applier, to_apply: list[Migration], re
             _left_by_window(to_apply[position + 1:], window, report, on_event)
             break
         if not record_outcome(report, outcome, to_apply[position + 1:], "prod"):
+            if outcome.failure is not None and outcome.failure.connection_lost:
+                raise database_error(_as_error(outcome.failure), conn=applier.conn, step="deploy")
             break
         applied.append(migration)
     return applied
+
+
+def _as_error(failure: applier_mod.PgFailure) -> psycopg.Error:
+    """The failure as the psycopg error it was, for the one mapping to a sentence (``bot.errors.database_error``)."""
+    try:
+        cls = psycopg.errors.lookup(failure.sqlstate) if failure.sqlstate else psycopg.OperationalError
+    except KeyError:  # a SQLSTATE psycopg has no class for
+        cls = psycopg.OperationalError
+    return cls(failure.message)
 
 
 def _left_by_window(left: list[Migration], window: _Window, report: Report, on_event: applier_mod.EventSink) -> None:

@@ -41,9 +41,9 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 
 from bot.config import Settings
-from bot.errors import ConfigError, CouldNotRun, EnvironmentBusy, MigrateBotError, ToolMissing
+from bot.errors import ConfigError, CouldNotRun, DatabaseFailed, EnvironmentBusy, MigrateBotError, ToolMissing
 from bot.migrations.apply import LOCK_KEYS, read_history
-from bot.pg import application_name, connect, connection, run_of, same_database, scalar
+from bot.pg import application_name, connect, connection, database_error, run_of, same_database, scalar
 from bot.redact import redact
 from bot.secrets import parse_ref
 from bot.workflow import checks, clone, freshness, masking, refreshcopy
@@ -58,6 +58,7 @@ from bot.workflow.targets import database_url
 __all__ = ["RefreshOptions", "run", "choose_method"]
 
 DISK_HEADROOM = 1.2  # the directory format needs the data once, uncompressed, plus room to spare
+UNCHANGED_UNLESS_SWAPPED = "Staging was only changed if a PASSED refresh-swap line says so."
 OWNERS_ADVICE = ("have the prod copy's objects owned by the staging user (or a role it is a member of), or use "
                  "refresh.method = \"dump\", which restores everything as the staging user")
 
@@ -69,14 +70,14 @@ def run(settings: Settings, options: RefreshOptions | None = None) -> Report:
     began = time.perf_counter()
     try:
         _refresh(settings, options, report)
+    except DatabaseFailed as exc:
+        report.error = redact(f"{exc.in_step('refresh')} {UNCHANGED_UNLESS_SWAPPED}")
     except MigrateBotError as exc:
         report.error = str(exc)
     except Stop:
         pass
-    except psycopg.Error as exc:  # a server going away mid-refresh, say: still a sentence, never a traceback
-        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-        report.error = redact(f"The refresh stopped on a database error{state}: {str(exc).strip()}. "
-                              "Staging was only changed if a PASSED refresh-swap line says so; run the refresh again.")
+    except psycopg.Error as exc:  # a server going away mid-refresh, say: the one mapping's sentence, never a traceback
+        report.error = redact(f"{database_error(exc, step='refresh')} {UNCHANGED_UNLESS_SWAPPED}")
     report.facts["total_seconds"] = round((time.perf_counter() - began), 2)
     return report.finish()
 

@@ -10,13 +10,20 @@ Block Kit) all start from this plain data; redaction is applied on the way out.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Callable
 
-from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, EXIT_PASS, MigrateBotError
+import psycopg
+
+from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, EXIT_PASS, DatabaseFailed, MigrateBotError, session_gone
+from bot.pg import database_error
 from bot.redact import redact
+
+log = logging.getLogger(__name__)
 
 
 LINE_FACTS = ("category", "sqlstate", "schema", "table", "column", "constraint", "line", "rule")
@@ -180,10 +187,48 @@ class Report:
 
 
 def run_step(step: str, body: Callable[[Report], None]) -> Report:
-    """Run a workflow step; an expected failure becomes the Report's exit 2, never an exception."""
+    """Run a workflow step: the one error boundary every step (validate, deploy, refresh, unblock…) runs in.
+
+    An expected failure becomes the Report's exit 2, never an exception: a
+    ``MigrateBotError`` says its own sentence, and a database error from
+    anywhere in the step is mapped by SQLSTATE (``bot.errors.database_error``)
+    to one — so whatever the step found before it stopped stays in the Report,
+    and the faces still write ``--log``/``--json`` from it.
+    """
     report = Report(step=step)
     try:
         body(report)
+    except DatabaseFailed as exc:
+        mapped = exc.in_step(step)
+        report.error = str(mapped)
+        _note_sqlstate(report, mapped)
     except MigrateBotError as exc:
         report.error = str(exc)
+    except psycopg.Error as exc:
+        if os.environ.get("MIGRATE_BOT_DEBUG"):
+            log.exception("%s: database error", step)
+        first, hints = _first_cause(report, exc)
+        mapped = database_error(first, step=step, **hints)
+        report.error = str(mapped)
+        _note_sqlstate(report, mapped)
     return report.finish()
+
+
+def _first_cause(report: Report, exc: psycopg.Error) -> tuple[BaseException, dict[str, str]]:
+    """The error to explain: a migration's lost session (57P01 …) rather than the closed connection met next."""
+    lost = report.facts.get("connection_lost")
+    if not lost or not session_gone(exc) or exc.sqlstate:
+        return exc, {}
+    code = lost.get("sqlstate") or ""
+    try:
+        cls = psycopg.errors.lookup(code) if code else psycopg.OperationalError
+    except KeyError:  # a SQLSTATE psycopg has no class for
+        cls = psycopg.OperationalError
+    return cls(lost.get("message") or ""), {"env": lost.get("env") or ""}
+
+
+def _note_sqlstate(report: Report, exc: DatabaseFailed) -> None:
+    if exc.sqlstate:
+        report.facts["sqlstate"] = exc.sqlstate
+    if exc.env:
+        report.facts["error_env"] = exc.env

@@ -23,6 +23,8 @@ class RunbookOptions:
     install_extensions: bool | None = None
     skip_refresh: bool = False
     on_event: Callable[[str, dict], None] = field(default=lambda kind, data: None)
+    run_id: str | None = None  # recorded with the validation and the deploy, like the bot's runs
+    requested_by: str | None = None
 
 
 def run(settings: Settings, store: Ledger, options: RunbookOptions) -> list[Report]:
@@ -34,11 +36,12 @@ def run(settings: Settings, store: Ledger, options: RunbookOptions) -> list[Repo
         if not refreshed.ok:
             return reports
     gate = validate_step.run(settings, store, validate_step.GateOptions(
-        install_extensions=options.install_extensions, on_event=options.on_event))
+        install_extensions=options.install_extensions, on_event=options.on_event, run_id=options.run_id,
+        requested_by=options.requested_by))
     reports.append(gate)
     if gate.ok and options.deploy and gate.facts.get("pending"):
-        reports.append(deploy_step.run(settings, store, deploy_step.DeployOptions(env_flag=True,
-                                                                                on_event=options.on_event)))
+        reports.append(deploy_step.run(settings, store, deploy_step.DeployOptions(
+            env_flag=True, on_event=options.on_event, run_id=options.run_id, requested_by=options.requested_by)))
     return reports
 
 

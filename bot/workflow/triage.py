@@ -1,23 +1,41 @@
-"""Triage: failed checks -> the runbook's categories, each with its typical fix.
+"""Triage: failed checks -> causes, measured evidence first, each with its specific fix.
 
 Pure functions over Checks. Categories key on SQLSTATE and diag fields
 (table, column, constraint), never on message wording; fixes are written
-out with the real names, so the SQL can be pasted after review. Works from a
-JSON report (full data) or from a gate log (the ``[key=value]`` facts and the
-``> statement`` continuation lines that ``Check.line`` writes).
+out with the real names, so the SQL can be pasted after review.
+
+Order: what the databases *measured* comes first — migration errors (with
+their SQLSTATE) and the data pre-checks that predicted them, then rewrites
+and full scans the staging trace saw (``trace.rewrite``, ``trace.scan``), long
+lock holds and budgets, then regressions of prod's hot statements (with the
+statement, its calls on prod, and both plan costs or what the planner said),
+then the other measured checks (extensions, pool, staging freshness, drift,
+adoption…). Static findings (``lint.*``: read from the SQL, not measured) come
+last, one per rule with its count and migrations ("create-index-non-concurrent
+×14: 0003_…, 0007_…"), each occurrence with its own fix.
+
+Works from a JSON report (full data) or from a gate log: the ``[key=value]``
+facts and the ``> statement`` continuation lines that ``Check.line`` writes.
+From a log, the fixes the report carried are made again from the statement
+(the static rules' rewrite of that statement, the trace's safe pattern).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pglast
 from pglast import ast
 from pglast.enums import ConstrType
 from pglast.stream import RawStream
 
+from bot.migrations.lint import RULES, LintSyntaxError, lint_sql
+from bot.migrations.sqlfile import Statement, parse_file
+from bot.workflow import resume
 from bot.workflow.report import Check, Status
+from bot.workflow.scans import scan_fix
+from bot.workflow.tracefixes import lock_fix, rewrite_fix
 
 SQLSTATE_CATEGORIES = {
     "23503": "invalid-fk",
@@ -50,7 +68,21 @@ TITLES = {
     "unsafe-migration": "Unsafe migration (static rule)",
     "undefined-object": "Missing type, function or object",
     "staging-stale": "Staging is not a fresh copy of prod",
+    "unadopted-history": "Another tool's migration history is not adopted",
+    "gate-settings": "Validated under looser gate settings than this config",
+    "partial-migration": "Migration interrupted part-way (statements committed)",
+    "window-closed": "The deploy window closed",
+    "busy": "Prod is too busy to deploy now",
     "other": "Other failure",
+}
+
+TRACE_TITLES = {  # what the staging trace measured (its checks carry category unsafe-migration, like the rules')
+    "rewrite": "Table rewrite under a blocking lock (measured on staging)",
+    "scan": "Full-table scan or write under a blocking lock (measured on staging)",
+    "lock-held": "Blocking lock held over the budget (measured on staging)",
+    "transaction-time": "Transaction over its budget (measured on staging)",
+    "migration-time": "Migration over its budget (measured on staging)",
+    "concurrent-index": "Concurrent index left INVALID (measured on staging)",
 }
 
 EXTENSION_OBJECTS = {
@@ -65,6 +97,17 @@ EXTENSION_OBJECTS = {
 
 _FACTS = re.compile(r"\[((?:[a-z_]+=[^\]\s]*\s?)+)\]\s*$")
 _LINE = re.compile(r"^(PASSED|FAILED|BLOCKER|WARNING|HELD) ([^:\s]+): (.*)$")
+# our own message shapes, for what a log line does not carry as a fact
+_LABEL_IN_MESSAGE = re.compile(r"^(\d[^\s:]*)(?=: | line \d)")
+_LABELLED_NAMES = ("migration.", "syntax.", "checksum-drift.", "hold-back.", "window-closed.", "window-cancel.",
+                   "baseline.", "baseline-changed.")
+_LOCK_MODE = re.compile(r"\b((?:Access|Row|ShareUpdate|ShareRow)?(?:Exclusive|Share)Lock)\b")
+_CALLS = re.compile(r"\(([\d,]+) calls on prod|weight (\d+)")
+_COSTS = re.compile(r"(?:plan cost|\() ?([\d.]+) -> ([\d.]+)")
+
+MEASURED, STATIC = "measured", "static"
+SHOWN_MIGRATIONS = 5  # in a static group's title
+SHOWN_FIXES = 20  # distinct fixes of one static group written out
 
 
 @dataclass(frozen=True)
@@ -74,6 +117,10 @@ class Finding:
     checks: tuple[str, ...]  # the failed checks this cause explains
     why: str
     fix: str
+    kind: str = MEASURED  # MEASURED (the databases said so) | STATIC (a rule read it from the SQL)
+    count: int = 1  # failed checks behind it (a static rule's occurrences)
+    migrations: tuple[str, ...] = ()
+    evidence: str = ""  # perf: the statement, its calls on prod, and both plan costs or what the planner said
 
 
 def category_for_sqlstate(sqlstate: str | None) -> str:
@@ -97,8 +144,17 @@ def checks_from_log(text: str) -> list[Check]:
         if facts:
             message = message[: facts.start()].rstrip()
             details = dict(pair.split("=", 1) for pair in facts.group(1).split())
-        checks.append(Check(name, Status(status), message, details=details))
+        checks.append(Check(name, Status(status), message, migration=_label(name, message), details=details))
     return checks
+
+
+def _label(name: str, message: str) -> str | None:
+    """The migration a log line is about: in its check name (migration.<label>) or its message's start."""
+    prefix = next((p for p in _LABELLED_NAMES if name.startswith(p)), None)
+    if prefix and len(name) > len(prefix):
+        return name[len(prefix):]
+    found = _LABEL_IN_MESSAGE.match(message)
+    return found.group(1) if found else None
 
 
 def _names(node_list: list | tuple | None) -> list[str]:
@@ -305,6 +361,81 @@ def _fix_perf(check: Check) -> str:
     return PERF_GENERIC
 
 
+def _statement(check: Check) -> Statement | None:
+    """The check's statement, parsed (from a report or a log's `> ` line); None when it does not parse."""
+    text = str(check.details.get("statement") or "").strip()
+    if not text:
+        return None
+    try:
+        parsed = parse_file(text)
+    except Exception:  # noqa: BLE001 - a cut or odd statement: the fix falls back to the rule's words
+        return None
+    found = [st for st in parsed.statements if not st.transaction_control]
+    return found[0] if found and not parsed.error else None
+
+
+def rule_of(check: Check) -> str:
+    """The static rule or the trace's measurement behind a check: the ``rule`` fact, else its name's suffix."""
+    rule = str(check.details.get("rule") or "")
+    if rule:
+        return rule
+    for prefix in ("lint.", "trace."):
+        if check.name.startswith(prefix):
+            return check.name[len(prefix):]
+    return ""
+
+
+def _lock_mode(check: Check) -> str:
+    mode = str(check.details.get("lock_mode") or "")
+    if mode:
+        return mode
+    found = _LOCK_MODE.search(check.message)
+    return found.group(1) if found else ""
+
+
+def _rule_fix(check: Check, rule: str) -> str:
+    """A static rule's safe rewrite of the check's own statement (what the report's ``fix`` was)."""
+    statement = str(check.details.get("statement") or "")
+    try:
+        hits = [f for f in lint_sql(statement) if f.rule == rule] if statement else []
+    except LintSyntaxError:
+        hits = []
+    if hits:
+        return hits[0].fix
+    what = RULES.get(rule, ("", ""))[1]
+    about = f"-- {rule}: {what}.\n" if what else ""
+    return about + "-- `migrate-bot lint <file>` writes the safe rewrite with this statement's names."
+
+
+def _fix_unsafe(check: Check) -> str:
+    """The fix a static rule or the staging trace wrote; made again from the statement when only a log is left."""
+    d = check.details
+    if d.get("fix"):
+        return str(d["fix"])
+    rule, stmt, table = rule_of(check), _statement(check), str(d.get("table") or "<table>")
+    if check.name.startswith("lint."):
+        return _rule_fix(check, rule)
+    if rule == "rewrite" and stmt is not None:
+        return rewrite_fix(stmt, table, _lock_mode(check) or "AccessExclusiveLock", ())
+    if rule == "scan" and stmt is not None:
+        return scan_fix(stmt, table, "wrote every row" in check.message)
+    if rule == "lock-held":
+        return lock_fix(table, _lock_mode(check) or "lock")
+    if rule in ("transaction-time", "migration-time"):
+        return (f"-- Split {check.migration or 'the migration'}: keep lock-taking DDL in short transactions of its "
+                "own; backfill and fix data in batches (one transaction per batch, or a `-- migrate:no-transaction` "
+                "file); build indexes CONCURRENTLY in their own migration.")
+    if rule == "concurrent-index" and stmt is not None and isinstance(stmt.node, ast.IndexStmt):
+        return (f"DROP INDEX CONCURRENTLY IF EXISTS {stmt.node.idxname or '<index>'};\n"
+                f"-- fix the cause, then build it again:\n{stmt.sql.rstrip(';')};")
+    return "-- See the rule's safe rewrite: `migrate-bot lint <file>` writes it with this statement's names."
+
+
+def _fix_adoption(check: Check) -> str:
+    return str(check.details.get("fix") or "migrate-bot baseline        # shows what it would record\n"
+                                           "migrate-bot baseline --yes")
+
+
 FIXES = {
     "invalid-fk": _fix_fk,
     "not-null": _fix_not_null,
@@ -318,8 +449,15 @@ FIXES = {
     "syntax": _fix_syntax,
     "checksum-drift": lambda c: "-- Restore the applied file exactly (git checkout it) and put the change in a new migration.",
     "perf-regression": lambda c: _fix_perf(c),
-    "unsafe-migration": lambda c: str(c.details.get("fix") or "-- See the rule's safe rewrite."),
+    "unsafe-migration": _fix_unsafe,
     "staging-stale": lambda c: "-- Refresh staging from prod, then validate again:\nmigrate-bot refresh && migrate-bot validate",
+    "unadopted-history": _fix_adoption,
+    "gate-settings": lambda c: "-- Validate again under this deploy's config (then deploy what passed):\nmigrate-bot validate",
+    "partial-migration": lambda c: resume.fix(c.details),
+    "window-closed": lambda c: "-- Nothing to fix in the SQL: what was not started stays pending for the next window.",
+    "busy": lambda c: ("-- Wait for a quieter moment (or the next window); see who is active:\n"
+                       "SELECT pid, state, now() - xact_start AS in_tx, left(query, 60) FROM pg_stat_activity\n"
+                       "WHERE datname = current_database() AND state <> 'idle' ORDER BY xact_start;"),
     "other": lambda c: "-- No typical fix known; read the message and the log.",
 }
 
@@ -332,32 +470,145 @@ def category_of(check: Check) -> str:
     return category if category in TITLES else "other"
 
 
+def is_static(check: Check) -> bool:
+    """A static rule's finding (read from the SQL), as opposed to something a database measured or said."""
+    return check.name.startswith("lint.")
+
+
+def rank_of(check: Check) -> int:
+    """Where a measured failure goes in the triage: migration errors, rewrites and scans, locks and budgets,
+    hot-statement regressions, then the rest (preflight, post-checks, drift, adoption)."""
+    name, rule = check.name, rule_of(check)
+    if name.startswith(("migration.", "precheck.", "syntax.")) or (
+            check.details.get("sqlstate") and not name.startswith("perf-regression")):
+        return 0
+    if name.startswith("trace.") and rule in ("rewrite", "scan"):
+        return 1
+    if name.startswith("trace."):
+        return 2
+    if category_of(check) == "perf-regression":
+        return 3
+    return 4
+
+
 def triage(checks: list[Check]) -> list[Finding]:
-    """One finding per distinct cause, in the order they happened.
+    """Measured causes first (by ``rank_of``, then in the order they happened), then static rules by count.
 
     A pre-check and the statement it predicted often fail for the same reason
     with the same fix: they become one finding naming both checks.
     """
-    findings: list[Finding] = []
-    for check in checks:
-        if not check.status.fails_gate:
-            continue
+    failing = [c for c in checks if c.status.fails_gate]
+    measured = _measured([c for c in failing if not is_static(c)])
+    return measured + _static([c for c in failing if is_static(c)])
+
+
+def _measured(checks: list[Check]) -> list[Finding]:
+    found: list[tuple[int, int, Finding]] = []  # (rank, first position, finding)
+    for position, check in enumerate(checks):
         category = category_of(check)
         fix = FIXES[category](check)
-        same = next((i for i, f in enumerate(findings) if f.category == category and f.fix == fix), None)
+        label = check.migration or ""
+        evidence = perf_evidence(check) if category == "perf-regression" else ""
+        same = next((i for i, (_, _, f) in enumerate(found)
+                     if f.category == category and f.fix == fix and f.evidence == evidence), None)
         if same is None:
-            findings.append(Finding(category, TITLES[category], (check.name,), check.message, fix))
-        else:
-            found = findings[same]
-            findings[same] = Finding(category, found.title, found.checks + (check.name,), found.why, fix)
-    return findings
+            title = TRACE_TITLES.get(rule_of(check), TITLES[category]) if check.name.startswith("trace.") \
+                else TITLES[category]
+            finding = Finding(category, title, (check.name,), check.message, fix,
+                              migrations=(label,) if label else (), evidence=evidence)
+            found.append((rank_of(check), position, finding))
+            continue
+        rank, first, f = found[same]
+        migrations = f.migrations + ((label,) if label and label not in f.migrations else ())
+        found[same] = (min(rank, rank_of(check)), first,
+                       replace(f, checks=f.checks + (check.name,), count=f.count + 1, migrations=migrations))
+    return [f for _, _, f in sorted(found, key=lambda item: (item[0], item[1]))]
+
+
+def _static(checks: list[Check]) -> list[Finding]:
+    """One finding per rule: its count, the migrations it fired in, and each occurrence's own fix."""
+    groups: dict[str, list[Check]] = {}
+    for check in checks:
+        groups.setdefault(rule_of(check) or check.name, []).append(check)
+    out = []
+    for rule, hits in sorted(groups.items(), key=lambda kv: -len(kv[1])):  # stable: ties keep their order
+        labels = list(dict.fromkeys(c.migration or "?" for c in hits))
+        shown = ", ".join(labels[:SHOWN_MIGRATIONS]) + (", …" if len(labels) > SHOWN_MIGRATIONS else "")
+        title = f"{rule} ×{len(hits)}: {shown}"
+        what = RULES.get(rule, ("", ""))[1]
+        why = hits[0].message if len(hits) == 1 else (what or hits[0].message)
+        out.append(Finding("unsafe-migration", title, tuple(dict.fromkeys(c.name for c in hits)), why,
+                           _group_fix(hits), kind=STATIC, count=len(hits), migrations=tuple(labels)))
+    return out
+
+
+def _group_fix(hits: list[Check]) -> str:
+    """Each occurrence's own fix, headed by where it is; the same fix twice is written once."""
+    fixes: dict[str, list[str]] = {}
+    for c in hits:
+        line = c.details.get("line")
+        where = f"{c.migration or '?'}" + (f" line {line}" if line not in (None, "") else "")
+        fixes.setdefault(_fix_unsafe(c), []).append(where)
+    if len(fixes) == 1 and len(hits) == 1:
+        return next(iter(fixes))
+    parts = [f"-- {', '.join(where)}:\n{fix}" for fix, where in list(fixes.items())[:SHOWN_FIXES]]
+    if len(fixes) > SHOWN_FIXES:
+        rest = sum(len(w) for w in list(fixes.values())[SHOWN_FIXES:])
+        parts.append(f"-- … and {rest} more like these: `migrate-bot lint <dir>` writes each one's fix")
+    return "\n\n".join(parts)
+
+
+def perf_evidence(check: Check) -> str:
+    """The hot statement, its calls on prod, and both plan costs — or what the planner said after the migrations."""
+    d = check.details
+    lines = []
+    if d.get("statement"):
+        lines.append(f"statement: {' '.join(str(d['statement']).split())}")
+    calls = d.get("calls")
+    found = _CALLS.search(check.message)
+    if d.get("source") == "workload" or (found and found.group(2)):
+        lines.append(f"pinned in the workload file, weight {calls or (found.group(2) if found else '?')}")
+    elif calls not in (None, "") or (found and found.group(1)):
+        lines.append(f"calls on prod: {calls if calls not in (None, '') else found.group(1)}")
+    before, after = d.get("before"), d.get("after")
+    costs = _COSTS.search(check.message)
+    if before in (None, "") and costs:
+        before, after = costs.group(1), costs.group(2)
+    rule = rule_of(check)
+    error = d.get("plan_error") or d.get("error")
+    if rule == "no-plan" or (before not in (None, "") and after in (None, "") and not costs):
+        lines.append("plan cost: " + (f"{_cost(before)} before; " if before not in (None, "") else "")
+                     + "after the migrations the planner refuses it" + (f": {error}" if error else ""))
+    elif before not in (None, ""):
+        lines.append(f"plan cost: {_cost(before)} -> {_cost(after)}")
+    if rule == "fails-after" and d.get("sqlstate"):
+        lines.append(f"after the migrations it fails with SQLSTATE {d['sqlstate']}" + (f": {error}" if error else ""))
+    if d.get("blocks_before") not in (None, "") and d.get("blocks_after") not in (None, ""):
+        lines.append(f"blocks: {d['blocks_before']} -> {d['blocks_after']}"
+                     + (f"; time ratio {d['ratio']}" if d.get("ratio") not in (None, "") else ""))
+    return "\n".join(lines)
+
+
+def _cost(value: object) -> str:
+    try:
+        return f"{float(value):.1f}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def render_text(findings: list[Finding]) -> str:
     if not findings:
         return "Nothing to triage: no FAILED or BLOCKER lines."
     out = [f"{len(findings)} failure(s) to fix before deploying:"]
+    heading = ""
     for i, f in enumerate(findings, 1):
-        out += ["", f"{i}. {f.title} — {', '.join(f.checks)}", f"   {f.why}", "   Fix:"]
-        out += [f"     {line}" for line in f.fix.splitlines()]
+        section = ("Measured on the databases:" if f.kind == MEASURED
+                   else "Static rules (read from the SQL, not measured):")
+        if section != heading:
+            out += ["", section]
+            heading = section
+        title = f.title if f.kind == STATIC else f"{f.title} — {', '.join(f.checks)}"
+        out += ["", f"{i}. {title}", f"   {f.why}"]
+        out += [f"   {line}" for line in f.evidence.splitlines()]
+        out += ["   Fix:"] + [f"     {line}".rstrip() for line in f.fix.splitlines()]
     return "\n".join(out)

@@ -5,7 +5,10 @@ gate's fingerprint is the fingerprint a deploy must match. Staging must be a
 fresh copy: if it already has any of those migrations, the gate would prove
 nothing and says so. Preflight (extensions on both sides, blockers, pool
 headroom), static lint, the apply itself with per-statement timings, then the
-runbook's post-checks. A pass is recorded in the state store.
+runbook's post-checks. A pass is recorded in the state store, with the gate
+settings it ran under (``gatesettings``). A prod whose history another tool
+kept (Prisma, golang-migrate, Flyway, dbmate) and that has none of ours is one
+BLOCKER saying to adopt it first (``migrate-bot baseline --yes``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import psycopg
 
 from bot.config import Settings
 from bot.errors import ConfigError
+from bot.migrations import adopt
 from bot.migrations import apply as applier_mod
 from bot.migrations.source import Migration, discover, set_fingerprint
 from bot.pg import connection
 from bot.workflow.ledger import Ledger
-from bot.workflow import checks, freshness, perf
+from bot.workflow import checks, freshness, gatesettings, perf
 from bot.workflow.applying import apply_in_order, drift_checks, syntax_checks
 from bot.workflow.lintgate import lint_checks, overrule
 from bot.workflow.report import Report, Status, run_step
@@ -63,7 +67,12 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     report.add(freshness.check(settings, staging_url))  # how old the copy the verdict stands on is
     options.on_event("step", {"step": "preflight"})
     with connection(prod_url, env="prod") as prod:
-        prod_plan = applier_mod.plan(migrations, applier_mod.read_history(prod))
+        prod_history = applier_mod.read_history(prod)
+        unadopted = adopt.unadopted_check(prod, migrations, prod_history)
+        if unadopted is not None:  # another tool's history: adopt it first, or the whole history is "pending"
+            report.add(unadopted)
+            return
+        prod_plan = applier_mod.plan(migrations, prod_history)
         _preflight_prod(prod, settings, report)
         hot = (perf.hot_queries(prod, settings.gate.perf_queries, settings.gate.perf_min_calls)
                if settings.gate.perf_queries else None)
@@ -92,7 +101,7 @@ def _validate(settings: Settings, store: Ledger | None, options: GateOptions, re
     # the measurement's before-copy of staging is made here, while the gate holds no staging connection
     with regression.before_copy(staging_url, report), connection(staging_url, env="staging") as staging:
         _apply_on_staging(staging, staging_url, settings, options, pending, report, regression, prod_sizes)
-    _record(store, report, pending, options)
+    _record(store, report, pending, options, gatesettings.record(settings.gate))
 
 
 def _refuse_prod_as_staging(prod_is: tuple[ServerIdentity, str], staging: psycopg.Connection) -> None:
@@ -155,8 +164,8 @@ def _apply_on_staging(staging: psycopg.Connection, staging_url: str, settings: S
     hooks = options.hooks or StagingTrace(gate, prod_sizes=prod_sizes)
     applier = applier_mod.Applier(
         conn=staging, env="staging", lock_timeout_s=gate.lock_timeout_s, lock_retries=gate.lock_retries, backoff_s=gate.lock_backoff_s,
-        statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id, applied_by=options.requested_by,
-        hooks=hooks, on_event=options.on_event,
+        lock_wait_s=gate.lock_wait_s, statement_timeout_s=gate.statement_timeout_s, run_id=options.run_id,
+        applied_by=options.requested_by, hooks=hooks, on_event=options.on_event,
     )
     options.on_event("step", {"step": "apply", "env": "staging", "count": len(pending)})
     with applier_mod.environment_lock(staging, "staging"):
@@ -184,7 +193,9 @@ def _hold_back_notes(pending: list[Migration], settings: Settings, report: Repor
             )
 
 
-def _record(store: Ledger | None, report: Report, pending: list[Migration], options: GateOptions) -> None:
+def _record(store: Ledger | None, report: Report, pending: list[Migration], options: GateOptions,
+            gate_settings: dict) -> None:
+    """The verdict, with the gate settings it ran under (a deploy under a stricter config refuses a looser pass)."""
     if store is None or report.fingerprint is None or report.error:
         return
     store.record_validation(
@@ -194,5 +205,6 @@ def _record(store: Ledger | None, report: Report, pending: list[Migration], opti
         migrations=[m.label for m in pending],
         run_id=options.run_id,
         commit=options.commit,
+        gate_settings=gate_settings,
     )
 

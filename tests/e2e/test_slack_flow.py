@@ -10,7 +10,6 @@ from __future__ import annotations
 
 
 from bot import messages
-from bot.chat import commands as cmd
 from bot.chat import render
 from bot.runs.model import Kind, State
 from tests.fix_bot import APPROVE, FK_SET, ORPHANED_ORDERS, USERS_AND_ORDERS, BotDriver

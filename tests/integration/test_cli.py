@@ -226,7 +226,7 @@ def test_deploy_outside_a_window_exits_1_naming_the_next_opening(bot_env: Databa
     result = cli("deploy", "--config", windows_toml(workdir, window_at(opens, 600)), cwd=workdir,
                  env={"STAGING_VALIDATION_PASSED": "true"})
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"BLOCKER deploy-window: outside the deploy windows: the next opens " in result.stdout
+    assert "BLOCKER deploy-window: outside the deploy windows: the next opens " in result.stdout
     assert f"{opens:%Y-%m-%d %H:%M:%S}" in result.stdout and "--wait" in result.stdout and "--now" in result.stdout
     assert prod_versions(bot_env) == []
 
@@ -256,3 +256,79 @@ def test_deploy_wait_sleeps_until_the_window_opens_then_deploys(bot_env: Databas
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.startswith("waiting for the deploy window ")
     assert datetime.now(timezone.utc) >= opens and prod_versions(bot_env) == ["0001"]
+
+
+# --- who applied it, and in which run (issue 10) ------------------------------------------------------
+
+
+def test_a_cli_deploy_records_its_run_id_and_who_applied_it(bot_env: Databases, make_migrations, monkeypatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    monkeypatch.setenv("MIGRATE_BOT_USER", "ada@example.com")
+    assert main(["validate"]) == 0
+    validated = capsys.readouterr().out.splitlines()[0]
+    monkeypatch.setenv("STAGING_VALIDATION_PASSED", "true")
+    assert main(["deploy", "--log", "prod_deploy.log"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("RUN r-") and first.endswith(": deploy by ada@example.com")
+    run_id = first.split()[1].rstrip(":")
+    assert bot_env.sql("prod", "SELECT run_id, applied_by FROM migrate_bot.schema_migrations") == [
+        (run_id, "ada@example.com")]
+    assert Path("prod_deploy.log").read_text().splitlines()[0] == first
+    staging_run = validated.split()[1].rstrip(":")
+    assert bot_env.sql("staging", "SELECT run_id, applied_by FROM migrate_bot.schema_migrations") == [
+        (staging_run, "ada@example.com")]
+
+
+def test_without_migrate_bot_user_the_os_user_applied_it(bot_env: Databases, make_migrations, monkeypatch) -> None:
+    import getpass
+
+    bot_env.both(SEED)
+    make_migrations({"0001_orders.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY);"})
+    monkeypatch.delenv("MIGRATE_BOT_USER", raising=False)
+    assert main(["validate"]) == 0
+    monkeypatch.setenv("STAGING_VALIDATION_PASSED", "true")
+    assert main(["deploy"]) == 0
+    assert bot_env.sql("prod", "SELECT applied_by FROM migrate_bot.schema_migrations") == [(getpass.getuser(),)]
+
+
+def test_lint_reads_a_directory_in_the_layout_it_is_told(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = workdir / "db"
+    folder.mkdir()
+    (folder / "0001_users.up.sql").write_text("CREATE TABLE users (id bigint PRIMARY KEY, email text);\n")
+    (folder / "0001_users.down.sql").write_text("DROP TABLE users;\n")
+    (folder / "0002_email_idx.up.sql").write_text("CREATE INDEX users_email_idx ON users (email);\n")
+    (folder / "0002_email_idx.down.sql").write_text("DROP INDEX users_email_idx;\n")
+    assert main(["lint", "db", "--layout", "golang-migrate", "--format", "json"]) == 1
+    import json
+
+    (finding,) = json.loads(capsys.readouterr().out)
+    assert (finding["rule"], finding["file"]) == ("create-index-non-concurrent", "db/0002_email_idx.up.sql")
+    assert main(["lint", "db", "--layout", "golang-migrate", "--one-set"]) == 0  # users is new in the same set
+    assert capsys.readouterr().out.strip() == "0 finding(s), 0 blocker(s)"
+
+
+def test_lint_with_the_wrong_layout_says_what_it_found(workdir: Path) -> None:
+    folder = workdir / "db"
+    folder.mkdir()
+    (folder / "V1__users.sql").write_text("CREATE TABLE users (id bigint);\n")
+    result = cli("lint", "db", "--layout", "golang-migrate", cwd=workdir)
+    assert_clean_failure(result, 2, "No migrations found in db: its .sql files (V1__users.sql) match none of the "
+                                    "golang-migrate layout")
+
+
+def test_baseline_is_a_dry_run_until_yes(bot_env: Databases, make_migrations, capsys: pytest.CaptureFixture) -> None:
+    make_migrations({"0001_users.up.sql": "CREATE TABLE users (id bigint);", "0002_orders.up.sql":
+                     "CREATE TABLE orders (id bigint);"})
+    bot_env.sql("prod", "CREATE TABLE users (id bigint); CREATE TABLE orders (id bigint); "
+                        "CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL); "
+                        "INSERT INTO schema_migrations VALUES (2, false);")
+    assert main(["baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED baseline.0002_orders: at or below golang-migrate's version 2 — would be recorded" in out
+    assert "Record them: migrate-bot baseline --yes" in out
+    assert bot_env.sql("prod", "SELECT to_regclass('migrate_bot.schema_migrations')") == [(None,)]
+    assert main(["baseline", "--yes"]) == 0
+    assert bot_env.sql("prod", "SELECT version, applied_by FROM migrate_bot.schema_migrations ORDER BY 1") == [
+        ("0001", "baseline from golang-migrate"), ("0002", "baseline from golang-migrate")]

@@ -47,7 +47,8 @@ class MemoryLedger:
         self.deploys: list[dict[str, Any]] = []
 
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
-                          run_id: str | None = None, commit: str | None = None) -> int:
+                          run_id: str | None = None, commit: str | None = None,
+                          gate_settings: dict | None = None) -> int:
         self.validations.append({"fingerprint": fingerprint, "passed": passed,
                                  "created_at": datetime.now(timezone.utc).isoformat()})
         return len(self.validations)

@@ -299,6 +299,18 @@ def test_deploy_without_now_is_not_an_override() -> None:
     assert parse(f"deploy {RUN_ID}").now is False
 
 
+@pytest.mark.parametrize(("text", "now"), [(f"deploy {RUN_ID} resume", False), (f"deploy {RUN_ID} RESUME now", True),
+                                           (f"deploy {RUN_ID} now resume", True)])
+def test_deploy_resume_continues_a_part_applied_migration(text: str, now: bool) -> None:
+    command = parse(text)
+    assert (command.name, command.run_id, command.resume, command.now) == ("deploy", RUN_ID, True, now)
+    assert parse(command.to_text()) == command
+
+
+def test_resume_is_no_run_id_of_another_verb() -> None:
+    assert parse(f"status {RUN_ID} resume").error is not None
+
+
 def test_windows_takes_no_arguments() -> None:
     assert parse("windows").name == "windows"
     assert parse("windows next").error == "`/migrate windows` takes no arguments, but got 1: `next`."

@@ -32,7 +32,7 @@ from bot.runs.planning import (
     slot_text,
 )
 from bot.runs.windows import Calendar, active_freeze, current_opening, parse_calendar, slack_date
-from bot.workflow.report import Check, Report, Status
+from bot.workflow.report import Report
 
 
 def utc(*args: int) -> datetime:

@@ -106,7 +106,8 @@ def keep_delivered(stored: Run, new: Run) -> Run:
 class StateStore(Protocol):
     # -- the workflow's ledger (bot.workflow.ledger.Ledger) ---------------------------------
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
-                          run_id: str | None = None, commit: str | None = None) -> int: ...
+                          run_id: str | None = None, commit: str | None = None,
+                          gate_settings: dict[str, Any] | None = None) -> int: ...
 
     def passing_validation(self, fingerprint: str) -> dict[str, Any] | None: ...
 

@@ -175,17 +175,19 @@ class PostgresStore:
 
     # -- the workflow's ledger -------------------------------------------------------------------
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
-                          run_id: str | None = None, commit: str | None = None) -> int:
+                          run_id: str | None = None, commit: str | None = None,
+                          gate_settings: dict[str, Any] | None = None) -> int:
         row = self._one(f'INSERT INTO {VALIDATIONS} (fingerprint, passed, env, run_id, "commit", migrations, report, '
-                        "created_at) VALUES (%s, %s, 'staging', %s, %s, %s, %s, %s) RETURNING id",
+                        "created_at, gate_settings) VALUES (%s, %s, 'staging', %s, %s, %s, %s, %s, %s) RETURNING id",
                         [fingerprint, passed, run_id or "", commit or "", Jsonb(migrations), redact(report_json),
-                         _now()])
+                         _now(), None if gate_settings is None else Jsonb(gate_settings)])
         return int(row["id"])
 
     def passing_validation(self, fingerprint: str) -> dict[str, Any] | None:
-        """The newest passing validation of ``fingerprint``, as the sqlite store's row: passed 1, migrations as JSON."""
+        """The newest passing validation of ``fingerprint``, as the sqlite store's row: passed 1, migrations as JSON,
+        ``gate_settings`` as the dict it was recorded with (None: not recorded)."""
         row = self._one(f'SELECT id, fingerprint, passed, env, run_id, "commit", migrations, report, '
-                        f"created_at FROM {VALIDATIONS} WHERE fingerprint = %s AND passed "
+                        f"created_at, gate_settings FROM {VALIDATIONS} WHERE fingerprint = %s AND passed "
                         "ORDER BY id DESC LIMIT 1", [fingerprint])
         if row is None:
             return None

@@ -148,6 +148,9 @@ CREATE TABLE {SCHEMA}.samples (
 );
 CREATE INDEX samples_series ON {SCHEMA}.samples (series, source, taken_at, id);
 """),
+    Step(2, "the gate settings a validation ran under", f"""
+ALTER TABLE {SCHEMA}.validations ADD COLUMN gate_settings jsonb;
+"""),
 )
 
 LATEST = STEPS[-1].version

@@ -73,9 +73,11 @@ class SqliteStore:
     def _schema(self) -> None:
         self.db["validations"].create(
             {"id": int, "fingerprint": str, "passed": int, "env": str, "run_id": str, "commit": str,
-             "migrations": str, "report": str, "created_at": str},
+             "migrations": str, "report": str, "created_at": str, "gate_settings": str},
             pk="id", if_not_exists=True,
         )
+        if "gate_settings" not in self.db["validations"].columns_dict:  # files written before it was recorded
+            self.db["validations"].add_column("gate_settings", str)
         self.db["validations"].create_index(["fingerprint"], if_not_exists=True)
         self.db["deploys"].create(
             {"id": int, "fingerprint": str, "ok": int, "run_id": str, "applied": str, "held": str, "report": str,
@@ -115,19 +117,25 @@ class SqliteStore:
 
     # -- the workflow's ledger -------------------------------------------------------------------
     def record_validation(self, *, fingerprint: str, passed: bool, report_json: str, migrations: list[str],
-                          run_id: str | None = None, commit: str | None = None) -> int:
+                          run_id: str | None = None, commit: str | None = None,
+                          gate_settings: dict[str, Any] | None = None) -> int:
         with self._write():
             row = self.db["validations"].insert(
                 {"fingerprint": fingerprint, "passed": int(passed), "env": "staging", "run_id": run_id or "",
                  "commit": commit or "", "migrations": json.dumps(migrations), "report": redact(report_json),
-                 "created_at": now_iso()}
+                 "created_at": now_iso(),
+                 "gate_settings": None if gate_settings is None else json.dumps(gate_settings, sort_keys=True)}
             )
             return int(row.last_pk)
 
     def passing_validation(self, fingerprint: str) -> dict[str, Any] | None:
+        """The newest passing validation; ``gate_settings`` as the dict it was recorded with (None: not recorded)."""
         found = self._rows("validations", "fingerprint = ? AND passed = 1", [fingerprint], order_by="id desc",
                            limit=1)
-        return found[0] if found else None
+        if not found:
+            return None
+        row = found[0]
+        return {**row, "gate_settings": json.loads(row["gate_settings"]) if row.get("gate_settings") else None}
 
     def record_deploy(self, *, fingerprint: str, ok: bool, applied: list[str], held: list[str], report_json: str,
                       run_id: str | None = None) -> int:
