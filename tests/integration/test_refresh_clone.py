@@ -282,8 +282,11 @@ def test_the_example_clone_script_makes_the_copy_and_the_bot_swaps_it_in(bot_env
     assert re.fullmatch(rf"PASSED refresh-command: {EXAMPLE} exited 0 after \d+\.\ds; it made "
                         rf"{bot_env.name}__refresh_\d{{14}} on the staging server", command[0]), command[0]
     assert command[1].startswith(f"    | stderr: copying snapshot {snap} into {bot_env.name}__refresh_")
-    assert command[-1] == (f"    | postgresql://postgres@127.0.0.1:{bot_env.clusters.staging.port}/"
-                           f"{bot_env.name}__refresh_{command[-1][-14:]}")
+    # stdout and stderr are two pipes: lines keep their order within a stream, not across the two
+    url_prefix = f"    | postgresql://postgres@127.0.0.1:{bot_env.clusters.staging.port}/{bot_env.name}__refresh_"
+    urls = [line for line in command if line.startswith(url_prefix)]
+    assert len(urls) == 1 and re.fullmatch(r"\d{14}", urls[0][len(url_prefix):]), command
+    assert [line for line in command if line.startswith("    | stderr: ")][-1].startswith("    | stderr: copied in ")
     assert table_fingerprint(bot_env, "staging", "orders") == table_fingerprint(bot_env, "prod", "orders")
     fresh = recorded(bot_env)
     assert fresh is not None and (fresh.method, fresh.analyzed, fresh.source) == ("command", True,
@@ -532,7 +535,7 @@ def test_a_non_superuser_may_copy_a_template_marked_as_one_and_is_told_about_for
             f"(or OWNER TO {role}).")
         admin(bot_env, "staging", f"ALTER DATABASE {snap} IS_TEMPLATE true")
         unreadable = refresh.run(settings(method="template", template=snap))
-        assert unreadable.exit_code == 1
+        assert unreadable.exit_code == 1, (unreadable.error, unreadable.lines())
         assert lines_of(unreadable)["refresh-sanity"] == (
             "FAILED refresh-sanity: the staging user may not read the copy's migration history (permission denied for "
             "schema migrate_bot), which every gate reads first: have the prod copy's objects owned by the staging user "
