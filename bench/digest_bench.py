@@ -24,11 +24,7 @@ and noisy: nothing here asserts a timing; a bench prints.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -36,23 +32,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import psycopg
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `bench.benchlib`, also when run as a script
 
-from bot import devcluster
-from bot.interrupts import sigterm_like_ctrl_c
-from bot.workflow import digest, digestchart, digestrender, statements
-from bot.workflow.digest import DeployMark
+import psycopg  # noqa: E402
+
+from bench.benchlib import arg_parser, machine, note, run_interruptible  # noqa: E402
+from bot import devcluster  # noqa: E402
+from bot.workflow import digest, digestchart, digestrender, statements  # noqa: E402
+from bot.workflow.digest import DeployMark  # noqa: E402
 
 PASSWORD = "bench-pgss-7Hq2"
 DBNAME = "app"
 TABLES = 100
 COLUMNS = 10
 MAX_ENTRIES = 10_000
-
-
-def note(message: str) -> None:
-    """Progress goes to stderr so stdout is only the tables."""
-    print(f"… {message}", file=sys.stderr, flush=True)
 
 
 def start_cluster(base: Path) -> devcluster.LocalCluster:
@@ -158,10 +152,8 @@ def measure(conn: psycopg.Connection, earlier: statements.Snapshot, previous: st
     daily = [t + s + lo + c + tx + j + ch for t, s, lo, c, tx, j, ch in
              zip(take_ms, dump_ms, load_ms, compute_ms, text_ms, json_ms, chart_ms)]
 
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print("# migrate-bot digest bench\n")
-    print(f"- machine: {os.cpu_count()} cores ({affinity} usable), {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()} — shared with other work")
+    print(machine())
     print(f"- PostgreSQL {version}: a throwaway local cluster, pg_stat_statements.max = {MAX_ENTRIES:,}")
     print(f"- snapshot: {len(current.entries):,} statements of database `{DBNAME}` "
           f"({current.entries_total:,} entries in the whole view); {repeats} repeats per step\n")
@@ -186,9 +178,7 @@ def measure(conn: psycopg.Connection, earlier: statements.Snapshot, previous: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Example:\n  .venv/bin/python bench/digest_bench.py --statements 5000",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arg_parser(__doc__, ".venv/bin/python bench/digest_bench.py --statements 5000")
     parser.add_argument("--statements", type=int, default=5000, help="distinct statements to run (default 5,000)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each timed step (default 5)")
     args = parser.parse_args(argv)
@@ -196,14 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--statements must be between 100 and {MAX_ENTRIES - 500:,}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    sigterm_like_ctrl_c()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
-    try:
-        run(args.statements, args.repeats)
-    except KeyboardInterrupt:
-        print("interrupted: the cluster was stopped and its directory removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_interruptible(lambda: run(args.statements, args.repeats),
+                             "the cluster was stopped and its directory removed")
 
 
 if __name__ == "__main__":

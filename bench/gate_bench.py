@@ -26,13 +26,9 @@ Nothing here asserts a timing; a bench prints.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,15 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import psycopg
-
-from bot import devcluster
-from bot.interrupts import sigterm_like_ctrl_c
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `bench.benchlib`, also when run as a script
+
+import psycopg  # noqa: E402
+
+from bench.benchlib import (EXTENSIONS, Children, Clusters, arg_parser, clean_env, machine, migrate_bot,  # noqa: E402
+                            note, run_interruptible, seed_template, write_files)
+from bot import devcluster  # noqa: E402
+
 PASSWORDS = {"prod": "bench-prod-9Qx2", "staging": "bench-stg-4Lm7"}
 TEMPLATE = "seeded"
-EXTENSIONS = ("pg_trgm", "citext", "uuid-ossp")
 REPEATS = 3
 LOCK_TIMEOUT_S = 0.5
 LOCK_RETRIES = 8
@@ -108,77 +106,20 @@ SEED_SQL = [
     "VACUUM (ANALYZE) orders",
 ]
 
-_children: list[subprocess.Popen] = []  # still running when we stop = killed in the finally
+children = Children()  # still running when we stop = killed in the finally
 _stop = threading.Event()  # set on the way out: every loop and wait ends
-
-
-def note(message: str) -> None:
-    """Progress goes to stderr so stdout is only the tables."""
-    print(f"… {message}", file=sys.stderr, flush=True)
 
 
 # -- clusters and databases ----------------------------------------------------
 
-@dataclass
-class Bench:
-    base: Path
+@dataclass(kw_only=True)
+class Bench(Clusters):
     rows: int
-    clusters: dict[str, devcluster.LocalCluster] = field(default_factory=dict)
-    copies: int = 0
-
-    @property
-    def workdir(self) -> Path:
-        return self.base / "work"
-
-    def admin(self, env: str, statement: str) -> None:
-        with psycopg.connect(self.clusters[env].url("postgres"), autocommit=True) as conn:
-            conn.execute(statement)
-
-    def fresh(self, env: str, label: str) -> str:
-        """A new database on ``env`` cloned from the seeded template."""
-        self.copies += 1
-        name = f"{label}_{self.copies}"
-        self.admin(env, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
-        self.admin(env, "CHECKPOINT")  # flush the copy's writes before anything is timed
-        return name
-
-    def drop(self, env: str, name: str) -> None:
-        self.admin(env, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def url(self, env: str, dbname: str) -> str:
-        return self.clusters[env].url(dbname)
 
 
 def seed(cluster: devcluster.LocalCluster, rows: int) -> None:
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    with psycopg.connect(cluster.url(TEMPLATE), autocommit=True) as conn:
-        for ext in EXTENSIONS:
-            conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
-        for statement in SEED_SQL:
-            conn.execute(statement.format(rows=rows, users=max(1000, rows // 10)))
-
-
-def seed_both(bench: Bench) -> float:
-    """Seed both clusters at once (one core each); returns seconds."""
-    started = time.perf_counter()
-    errors: list[BaseException] = []
-
-    def work(cluster: devcluster.LocalCluster) -> None:
-        try:
-            seed(cluster, bench.rows)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in bench.clusters.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(timeout=0.5)  # short joins keep Ctrl-C responsive
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
+    seed_template(cluster, TEMPLATE, (statement.format(rows=rows, users=max(1000, rows // 10))
+                                      for statement in SEED_SQL))
 
 
 def server_facts(bench: Bench) -> tuple[str, str]:
@@ -190,21 +131,9 @@ def server_facts(bench: Bench) -> tuple[str, str]:
 
 # -- running the two tools -----------------------------------------------------
 
-def write_set(root: Path, files: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (root / name).write_text(text, encoding="utf-8")
-    return root
-
-
-def _clean_env() -> dict[str, str]:
-    drop = ("PROD_DATABASE_URL", "STAGING_DATABASE_URL", "STAGING_VALIDATION_PASSED", "SLACK_API_URL")
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MIGRATE_BOT_")) and k not in drop}
-
-
 def bot_env(bench: Bench, prod_db: str, staging_db: str, *, deploy: bool = False,
             config: str = "migrate-bot.toml") -> dict[str, str]:
-    env = _clean_env()
+    env = clean_env()
     env.update(MIGRATE_BOT_CONFIG=str(bench.workdir / config),
                MIGRATE_BOT_STATE=str(bench.workdir / "state.db"),
                PROD_DATABASE_URL=bench.url("prod", prod_db), STAGING_DATABASE_URL=bench.url("staging", staging_db))
@@ -213,42 +142,20 @@ def bot_env(bench: Bench, prod_db: str, staging_db: str, *, deploy: bool = False
     return env
 
 
-def migrate_bot() -> str:
-    path = ROOT / ".venv" / "bin" / "migrate-bot"
-    return str(path if path.exists() else Path(sys.executable).parent / "migrate-bot")
-
-
-def start(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _children.append(proc)
-    return proc
-
-
-def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        out += f"\n[bench: killed after {timeout:.0f} s]"
-    _children.remove(proc)
-    return proc.returncode, out
-
-
 def run_bot(bench: Bench, command: str, migrations: Path, prod_db: str, staging_db: str,
             *extra: str, config: str = "migrate-bot.toml") -> tuple[float, int, str]:
     """`migrate-bot <command> --migrations DIR` as a subprocess: (seconds, exit code, output)."""
     env = bot_env(bench, prod_db, staging_db, deploy=command == "deploy", config=config)
     cmd = [migrate_bot(), command, "--migrations", str(migrations), *extra]
     started = time.perf_counter()
-    code, out = finish(start(cmd, env, bench.workdir))
+    code, out = children.finish(children.start(cmd, env, bench.workdir))
     return time.perf_counter() - started, code, out
 
 
 def psql_cmd(bench: Bench, env_name: str, dbname: str, path: Path) -> tuple[list[str], dict[str, str]]:
-    cluster = bench.clusters[env_name]
+    cluster = bench.started[env_name]
     conninfo = f"host=127.0.0.1 port={cluster.port} user={cluster.user} dbname={dbname}"
-    env = dict(_clean_env(), PGPASSWORD=cluster.password)
+    env = dict(clean_env(), PGPASSWORD=cluster.password)
     return [str(devcluster.bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-f", str(path)], env
 
 
@@ -258,7 +165,7 @@ def run_psql_set(bench: Bench, env_name: str, dbname: str, migrations: Path) -> 
     code, out = 0, ""
     for path in sorted(migrations.glob("*.sql")):
         cmd, env = psql_cmd(bench, env_name, dbname, path)
-        code, text = finish(start(cmd, env, bench.workdir))
+        code, text = children.finish(children.start(cmd, env, bench.workdir))
         out += text
         if code:
             break
@@ -313,7 +220,7 @@ def gate_once(bench: Bench, migrations: Path, side: str) -> GateRun:
 
 
 def part1(bench: Bench) -> None:
-    migrations = write_set(bench.workdir / "gate_set", GATE_SET)
+    migrations = write_files(bench.workdir / "gate_set", GATE_SET)
     runs: list[tuple[GateRun, GateRun]] = []  # (ours, psql) per repeat, in the order they ran
     for rep in range(REPEATS):
         order = ("ours", "psql") if rep % 2 == 0 else ("psql", "ours")
@@ -478,7 +385,7 @@ def lock_scenario(name: str, lock_timeout: str, url: str, max_id: int,
     watcher.start()
     _stop.wait(max(0.0, load.until - time.perf_counter()))
     load.join()
-    code, out = finish(proc, timeout=120)
+    code, out = children.finish(proc, timeout=120)
     watcher.join(timeout=5)
     reader.join(timeout=30)
     return Scenario(name, lock_timeout, load.samples, load.errors, reader_times["holding"] - t0,
@@ -487,13 +394,13 @@ def lock_scenario(name: str, lock_timeout: str, url: str, max_id: int,
 
 
 def part2(bench: Bench) -> None:
-    migrations = write_set(bench.workdir / "note_set", NOTE_SET)
+    migrations = write_files(bench.workdir / "note_set", NOTE_SET)
     path = next(migrations.glob("*.sql"))
     note("part 2: naive psql -f under load")
     naive_db = bench.fresh("prod", "p2_psql")
     cmd, env = psql_cmd(bench, "prod", naive_db, path)
     naive = lock_scenario("psql -f (naive)", "none", bench.url("prod", naive_db), bench.rows,
-                          lambda: start(cmd, env, bench.workdir))
+                          lambda: children.start(cmd, env, bench.workdir))
     bench.drop("prod", naive_db)
 
     note("part 2: migrate-bot validate, then deploy under load (default lock settings)")
@@ -504,7 +411,7 @@ def part2(bench: Bench) -> None:
     report = bench.workdir / "p2_deploy.json"
     cmd = [migrate_bot(), "deploy", "--now", "--migrations", str(migrations), "--json", str(report)]
     ours = lock_scenario("migrate-bot deploy", lock_ladder(), bench.url("prod", ours_db), bench.rows,
-                         lambda: start(cmd, env, bench.workdir))
+                         lambda: children.start(cmd, env, bench.workdir))
     ours.attempts = deploy_attempts(report)
     bench.drop("prod", ours_db)
     bench.drop("staging", staging_db)
@@ -570,10 +477,8 @@ def print_part2(path: Path, naive: Scenario, ours: Scenario, validation: tuple[i
 
 def header(bench: Bench, seeded_s: float) -> None:
     version, size = server_facts(bench)
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print("# migrate-bot gate bench\n")
-    print(f"- machine: {os.cpu_count()} cores ({affinity} usable), {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()} — shared with other work, so compare ratios within this run only")
+    print(f"{machine()}, so compare ratios within this run only")
     print(f"- PostgreSQL {version}: two throwaway local clusters (prod, staging) on 127.0.0.1, "
           "fsync/full_page_writes off")
     print(f"- data: orders {bench.rows:,} rows ({size} with its primary key), users {max(1000, bench.rows // 10):,} "
@@ -581,45 +486,32 @@ def header(bench: Bench, seeded_s: float) -> None:
 
 
 def run(rows: int) -> None:
-    bench = Bench(base=Path(tempfile.mkdtemp(prefix="mb-bench-")), rows=rows)
+    # file_copy: every fresh copy is a FILE_COPY of the template, checkpointed before anything is timed
+    bench = Bench(base=Path(tempfile.mkdtemp(prefix="mb-bench-")), template=TEMPLATE, file_copy=True, rows=rows)
     started = time.perf_counter()
     try:
-        for env in ("prod", "staging"):
-            note(f"starting the {env} cluster in {bench.base}")
-            bench.clusters[env] = devcluster.create_cluster(bench.base, env, PASSWORDS[env])
+        bench.start(PASSWORDS)
         bench.workdir.mkdir()
         (bench.workdir / "migrate-bot.toml").write_text(CONFIG, encoding="utf-8")
         note(f"seeding {rows:,} orders on both clusters")
-        seeded_s = seed_both(bench)
+        seeded_s = bench.seed_all(lambda cluster: seed(cluster, rows))
         header(bench, seeded_s)
         part1(bench)
         part2(bench)
         print(f"\n(bench wall time {time.perf_counter() - started:.0f} s)")
     finally:
         _stop.set()
-        for proc in list(_children):
-            proc.kill()
-            proc.wait()
-        note("removing the clusters")
-        devcluster.remove(bench.base, list(bench.clusters.values()))
+        children.kill_all()
+        bench.remove()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Example:\n  .venv/bin/python bench/gate_bench.py --rows 1000000",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arg_parser(__doc__, ".venv/bin/python bench/gate_bench.py --rows 1000000")
     parser.add_argument("--rows", type=int, default=1_000_000, help="orders rows to seed (default 1,000,000)")
     args = parser.parse_args(argv)
     if args.rows < 1000:
         parser.error("--rows must be at least 1000")
-    sigterm_like_ctrl_c()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
-    try:
-        run(args.rows)
-    except KeyboardInterrupt:
-        print("interrupted: the clusters were stopped and their directory removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_interruptible(lambda: run(args.rows))
 
 
 if __name__ == "__main__":

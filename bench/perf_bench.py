@@ -23,30 +23,26 @@ here asserts a timing; a bench prints.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg
-
-from bot import devcluster
-from bot.interrupts import sigterm_like_ctrl_c
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `bench.benchlib`, also when run as a script
+
+import psycopg  # noqa: E402
+
+from bench.benchlib import (Children, Clusters, arg_parser, clean_env, machine, migrate_bot, note,  # noqa: E402
+                            run_interruptible, seed_template, write_files)
+from bot import devcluster  # noqa: E402
+
 PASSWORDS = {"prod": "bench-prod-7Hq1", "staging": "bench-stg-2Wd8"}
 TEMPLATE = "shop"
-EXTENSIONS = ("pg_trgm", "citext", "uuid-ossp")
 CALLS = 60  # per hot statement on prod: above gate.perf_min_calls (50)
 HARMLESS = {"0001_orders_coupon_code.sql": "ALTER TABLE orders ADD COLUMN coupon_code text;\n",
             "0002_audit_log.sql": "CREATE TABLE audit_log (id bigserial PRIMARY KEY, at timestamptz, body text);\n"}
@@ -105,70 +101,18 @@ def hot_statements(rows: int) -> list[tuple[str, object]]:
     ]
 
 
-_children: list[subprocess.Popen] = []
+children = Children()  # still running when we stop = killed in the finally
 
 
-def note(message: str) -> None:
-    print(f"… {message}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Bench:
-    base: Path
+@dataclass(kw_only=True)
+class Bench(Clusters):
     rows: int
-    clusters: dict[str, devcluster.LocalCluster] = field(default_factory=dict)
-    copies: int = 0
-
-    @property
-    def workdir(self) -> Path:
-        return self.base / "work"
-
-    def admin(self, env: str, statement: str) -> None:
-        with psycopg.connect(self.clusters[env].url("postgres"), autocommit=True) as conn:
-            conn.execute(statement)
-
-    def fresh(self, env: str, label: str) -> str:
-        self.copies += 1
-        name = f"{label}_{self.copies}"
-        self.admin(env, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        return name
-
-    def drop(self, env: str, name: str) -> None:
-        self.admin(env, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-    def url(self, env: str, dbname: str) -> str:
-        return self.clusters[env].url(dbname)
 
 
 def seed(cluster: devcluster.LocalCluster, rows: int) -> None:
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    with psycopg.connect(cluster.url(TEMPLATE), autocommit=True) as conn:
-        for ext in EXTENSIONS:
-            conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        for statement in SEED_SQL:
-            conn.execute(statement.format(rows=rows, users=max(1000, rows // 10)))
-
-
-def seed_both(bench: Bench) -> float:
-    started, errors = time.perf_counter(), []
-
-    def work(cluster: devcluster.LocalCluster) -> None:
-        try:
-            seed(cluster, bench.rows)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in bench.clusters.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(timeout=0.5)  # short joins keep Ctrl-C responsive
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started
+    seed_template(cluster, TEMPLATE, ["CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+                                      *(statement.format(rows=rows, users=max(1000, rows // 10))
+                                        for statement in SEED_SQL)])
 
 
 def play_hot_path(url: str, rows: int) -> None:
@@ -205,16 +149,6 @@ class Run:
         return f"{statements} statements" + (f", {remeasured} re-measured" if remeasured else "")
 
 
-def clean_env() -> dict[str, str]:
-    drop = ("PROD_DATABASE_URL", "STAGING_DATABASE_URL", "STAGING_VALIDATION_PASSED", "SLACK_API_URL")
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PG", "MIGRATE_BOT_")) and k not in drop}
-
-
-def migrate_bot() -> str:
-    path = ROOT / ".venv" / "bin" / "migrate-bot"
-    return str(path if path.exists() else Path(sys.executable).parent / "migrate-bot")
-
-
 def validate_once(bench: Bench, migrations: Path, side: str) -> Run:
     prod_db, staging_db = bench.fresh("prod", f"p_{side}"), bench.fresh("staging", f"s_{side}")
     try:
@@ -227,14 +161,11 @@ def validate_once(bench: Bench, migrations: Path, side: str) -> Run:
                    PROD_DATABASE_URL=bench.url("prod", prod_db), STAGING_DATABASE_URL=bench.url("staging", staging_db))
         cmd = [migrate_bot(), "validate", "--migrations", str(migrations), "--json", str(report_path)]
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=bench.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        _children.append(proc)
-        out, _ = proc.communicate(timeout=900)
-        _children.remove(proc)
+        # a validation past 900 s ends the bench (not a result to print, unlike gate_bench's timeouts)
+        code, out = children.finish(children.start(cmd, env, bench.workdir), timeout=900, kill_on_timeout=False)
         seconds = time.perf_counter() - started
         report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
-        return Run(side, seconds, proc.returncode, out, report)
+        return Run(side, seconds, code, out, report)
     finally:
         bench.drop("prod", prod_db)
         bench.drop("staging", staging_db)
@@ -246,10 +177,8 @@ def header(bench: Bench, seeded_s: float) -> None:
     with psycopg.connect(bench.url("staging", TEMPLATE)) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print("# migrate-bot perf bench: the measured regression gate's added wall time\n")
-    print(f"- machine: {os.cpu_count()} cores ({affinity} usable), {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()} — shared with other work, so compare within this run only")
+    print(f"{machine()}, so compare within this run only")
     print(f"- PostgreSQL {version}: two throwaway local clusters (prod, staging) on 127.0.0.1")
     print(f"- data: orders and order_items {bench.rows:,} rows each, users {max(1000, bench.rows // 10):,}, products "
           f"1,000; staging database {size}; seeded in {seeded_s:.1f} s; every run on fresh `TEMPLATE` copies")
@@ -287,19 +216,14 @@ def print_runs(runs: list[tuple[Run, Run]]) -> None:
 
 
 def run(rows: int, repeats: int) -> None:
-    bench = Bench(base=Path(tempfile.mkdtemp(prefix="mb-perf-bench-")), rows=rows)
+    bench = Bench(base=Path(tempfile.mkdtemp(prefix="mb-perf-bench-")), template=TEMPLATE, rows=rows)
     started = time.perf_counter()
     try:
-        for env in ("prod", "staging"):
-            note(f"starting the {env} cluster in {bench.base}")
-            bench.clusters[env] = devcluster.create_cluster(bench.base, env, PASSWORDS[env])
+        bench.start(PASSWORDS)
         bench.workdir.mkdir()
-        migrations = bench.workdir / "migrations"
-        migrations.mkdir()
-        for name, text in HARMLESS.items():
-            (migrations / name).write_text(text, encoding="utf-8")
+        migrations = write_files(bench.workdir / "migrations", HARMLESS)
         note(f"seeding {rows:,} orders on both clusters")
-        header(bench, seed_both(bench))
+        header(bench, bench.seed_all(lambda cluster: seed(cluster, rows)))
         runs: list[tuple[Run, Run]] = []
         for rep in range(repeats):
             order = ("on", "off") if rep % 2 == 0 else ("off", "on")
@@ -311,30 +235,18 @@ def run(rows: int, repeats: int) -> None:
         print_runs(runs)
         print(f"\n(bench wall time {time.perf_counter() - started:.0f} s)")
     finally:
-        for proc in list(_children):
-            proc.kill()
-            proc.wait()
-        note("removing the clusters")
-        devcluster.remove(bench.base, list(bench.clusters.values()))
+        children.kill_all()
+        bench.remove()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Example:\n  .venv/bin/python bench/perf_bench.py --rows 200000",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arg_parser(__doc__, ".venv/bin/python bench/perf_bench.py --rows 200000")
     parser.add_argument("--rows", type=int, default=200_000, help="orders (and order_items) rows (default 200,000)")
     parser.add_argument("--repeats", type=int, default=3, help="pairs of validations (default 3)")
     args = parser.parse_args(argv)
     if args.rows < 1000 or args.repeats < 1:
         parser.error("--rows must be at least 1000 and --repeats at least 1")
-    sigterm_like_ctrl_c()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        run(args.rows, args.repeats)
-    except KeyboardInterrupt:
-        print("interrupted: the clusters were stopped and their directory removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_interruptible(lambda: run(args.rows, args.repeats))
 
 
 if __name__ == "__main__":
