@@ -21,8 +21,8 @@ from bot.runs import policy
 from bot.runs.announcer import Announcer
 from bot.runs.commands import Commands
 from bot.runs.runtime import Runtime
-from bot.runs.steps import Steps
 from bot.runs.store import StateStore, open_state
+from bot.runs.worker import workflow_for
 from bot.secrets import resolve
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def create_runtime(settings: Settings, announcer: Announcer, *, groups: policy.GroupMembers = lambda g: set(),
                    store: StateStore | None = None) -> Runtime:
     store = store or open_state(settings)
-    return Runtime(settings, store, announcer, workflow=Steps(), groups=groups)
+    return Runtime(settings, store, announcer, workflow=workflow_for(settings), groups=groups)
 
 
 @dataclass

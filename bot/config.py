@@ -117,6 +117,14 @@ class State:
     url: str = ""  # a secret reference (env:STATE_DATABASE_URL, …) to a PostgreSQL database shared by replicas
 
 
+RUN_WORKERS = ("processes", "threads")
+
+
+@dataclass(frozen=True)
+class Runs:
+    workers: str = "processes"  # validate, refresh and deploy in a child process each; "threads" = in the bot's own
+
+
 @dataclass(frozen=True)
 class Slack:
     bot_token: str = "env:SLACK_BOT_TOKEN"
@@ -145,6 +153,7 @@ class Settings:
     refresh: Refresh = field(default_factory=Refresh)
     digest: Digest = field(default_factory=Digest)
     state: State = field(default_factory=State)
+    runs: Runs = field(default_factory=Runs)
     slack: Slack = field(default_factory=Slack)
     policy: Policy = field(default_factory=Policy)
     source: str = "defaults"  # where these settings came from, for messages
@@ -230,6 +239,10 @@ def _validate(settings: Settings) -> None:
     _validate_deploy(settings.deploy)
     _validate_digest(settings.digest)
     _validate_refresh(settings.refresh)
+    if settings.runs.workers not in RUN_WORKERS:
+        raise ConfigError(f"Config key 'runs.workers' must be \"processes\" or \"threads\", not {settings.runs.workers!r}.",
+                          "processes (the default) keeps the bot's answers fast while runs work; threads runs them "
+                          "inside the bot's own process.")
 
 
 def _validate_deploy(deploy: Deploy) -> None:

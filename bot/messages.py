@@ -45,7 +45,8 @@ NOT_ALLOWED_CANCEL = "Only the requester <@{requester}> or an approver can cance
 INTERRUPTED = ("The bot stopped while {run_id} was running, so it was interrupted and its database sessions were "
                "ended. Ask for it again; a migration that runs without a transaction may have left statements on "
                "staging, which `/migrate refresh` clears.")
-DEPLOY_INTERRUPTED = (":warning: The bot stopped while {run_id} was deploying, and its sessions on prod were ended. "
+DEPLOY_INTERRUPTED = (":warning: The process deploying {run_id} stopped before it finished, and its sessions on prod "
+                      "were ended. "
                       "What is on prod now, read from prod:\n{lines}")
 DEPLOY_INTERRUPTED_UNREAD = (":warning: The bot stopped while {run_id} was deploying, and prod could not be read to "
                              "say what it holds ({error}). `/migrate deploy {run_id}` reads it again and says what "

@@ -24,6 +24,7 @@ from bot.runs.lifecycle import StaleRun
 from bot.runs.model import ENVIRONMENT, Kind, Run, State, new_run_id
 from bot.runs.runtime import Runtime
 from bot.runs.store import Lease
+from bot.runs.worker import WORKER_LOST
 from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,10 @@ def run_deploy(rt: Runtime, run_id: str, deadline_iso: str = "") -> None:
         deadline = datetime.fromisoformat(deadline_iso) if deadline_iso else None
         with run_context(run.id):
             report = rt.workflow.deploy(rt.settings, rt.store, run, progress(rt, run), deadline)
+        if report.facts.get(WORKER_LOST):  # like a dead process's deploy: prod is read, the thread told
+            run = rt.lifecycle.move(run, State.INTERRUPTED, summary=f"interrupted: {report.error}")
+            tell_interrupted(rt, run)
+            return
         if planning.rest_for_next_window(report):
             planning.window_closed(rt, run, report)
             return

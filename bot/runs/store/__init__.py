@@ -194,6 +194,9 @@ class StateStore(Protocol):
 
     def thin_samples(self, series: str, source: str, *, before: datetime) -> int: ...
 
+    # -- the store itself ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Give back its connections (a worker process closes the one it opened for its run)."""
 
 class OwnerCheck(Protocol):
     """Is the process that holds a lease still alive? (lifecycle knows; the store only asks.)"""

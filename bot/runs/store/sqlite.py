@@ -66,6 +66,10 @@ class SqliteStore:
         except (OSError, sqlite3.Error) as exc:
             raise _unusable(self.path, exc) from None
 
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
     def _write(self) -> "_Transaction":
         """One write transaction (BEGIN IMMEDIATE), so a read-then-write cannot interleave with another process."""
         return _Transaction(self)
