@@ -17,8 +17,9 @@ lines out, on a pipe of its own so nothing the workflow prints can be taken for
 a message: ``{"kind": …, "data": …}`` per event, ``{"report": …}`` once at the
 end. Both are redacted in the child, which is where the secrets were resolved.
 
-A child never outlives the thread that started it (``PR_SET_PDEATHSIG``): a
-SIGKILLed bot leaves no run working on its own, and recovery marks it
+A child never outlives the thread that started it (``PR_SET_PDEATHSIG``, which
+the child asks for itself: no Python runs between fork and exec in a threaded
+bot): a SIGKILLed bot leaves no run working on its own, and recovery marks it
 interrupted as before.
 """
 
@@ -41,7 +42,7 @@ from bot.redact import redact
 from bot.runs.model import Run
 from bot.runs.steps import Steps
 from bot.runs.store import StateStore
-from bot.workflow.dumprestore import _PRCTL, _die_with_parent
+from bot.workflow.dumprestore import _PRCTL, PR_SET_PDEATHSIG
 from bot.workflow.report import Report
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,10 @@ def in_child(request: Request, on_event: Callable[[str, dict], None]) -> tuple[R
     """
     read_fd, write_fd = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "bot.runs.worker", str(write_fd)], stdin=subprocess.PIPE,
-                                pass_fds=(write_fd,), start_new_session=True,  # a terminal's Ctrl-C is the bot's
-                                preexec_fn=_die_with_parent if _PRCTL is not None else None)
+        # no preexec_fn: forking a threaded bot and running Python before exec can deadlock (the child asks
+        # for PR_SET_PDEATHSIG itself, first thing); a new session: a terminal's Ctrl-C is the bot's to handle
+        proc = subprocess.Popen([sys.executable, "-m", "bot.runs.worker", str(write_fd), str(os.getpid())],
+                                stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True)
     except OSError as exc:
         os.close(read_fd)
         return None, f"could not start a worker process ({exc.strerror or type(exc).__name__})"
@@ -203,9 +205,18 @@ def run_request(request: Request, events: _Events) -> Report:
             store.close()
 
 
+def _die_with(parent_pid: int) -> None:
+    """SIGKILL this process when the thread that started it ends; if the parent is gone already, go now."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the request above took effect
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     from bot.logs import configure
 
+    _die_with(int(argv[1]))
     events = _Events(int(argv[0]))
     request: Request = pickle.load(sys.stdin.buffer)
     configure(verbose=request.verbose, json_lines=request.json_logs)

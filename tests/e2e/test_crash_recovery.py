@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot import messages
 from bot.runs.model import Kind, Run, State
 from tests.fix_bot import wait_until
@@ -11,6 +13,20 @@ from tests.fix_slack import APPROVER1
 
 SLOW = {"0002_slow.sql": "CREATE TABLE slow_things (id int);\nSELECT pg_sleep(60);\n"}
 QUICK = {"0002_slow.sql": "CREATE TABLE slow_things (id int);\n"}
+
+
+def workers_of(pid: int) -> list[int]:
+    """Live worker processes started by the bot process ``pid`` (the parent's pid is their last argument)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"bot.runs.worker" in args and args[-2:-1] == [str(pid).encode()] and state != "Z":
+            found.append(int(cmdline.parent.name))
+    return found
 
 
 def sessions_of(scenario: Scenario, env: str, run_id: str) -> int:
@@ -28,7 +44,9 @@ def test_a_validation_killed_mid_statement_is_ended_and_the_next_one_passes(scen
     wait_until(lambda: sessions_of(scenario, "staging", run.id) and scenario.dbs.sql(
         "staging", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(60)%%' AND state = 'active' "
         "AND application_name LIKE %s", (f"migrate-bot/{run.id}%",))[0][0], "the slow statement to run", 60)
+    assert len(workers_of(first.pid)) == 1  # the validation works in a child of the bot's process
     first.kill()
+    wait_until(lambda: not workers_of(first.pid), "the worker to die with the bot", 10)
     assert sessions_of(scenario, "staging", run.id) >= 1  # the statement runs on without its process
     write_migrations(scenario.workdir / "migrations", QUICK)  # the team shortens it and asks again
     second = scenario.serve()

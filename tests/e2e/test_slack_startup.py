@@ -87,11 +87,12 @@ class _Serving:
         (workdir / "bot.toml").write_text(bot_toml(workdir / "migrations"), encoding="utf-8")
         env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
                "SLACK_API_URL": emulator.base_url, "MIGRATE_BOT_STATE": str(workdir / "state.db"),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
         self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--config", str(workdir / "bot.toml"),
                                          "--host", "127.0.0.1", "--port", "0"], stderr=subprocess.PIPE, text=True,
                                         env=env)
-        self.watchdog = threading.Timer(120, self.process.kill)
+        # a hung serve prints every thread's stack (faulthandler on SIGABRT) into the failing assertion's text
+        self.watchdog = threading.Timer(120, self.process.send_signal, args=(signal.SIGABRT,))
         self.watchdog.start()
         url = self.process.stderr.readline().split(" listening on ")[1].split(" ")[0]
         body = slash_command_body("/migrate", "validate", user_id=REQUESTER, channel_id=DEPLOYS,
