@@ -18,7 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 import psycopg
 
@@ -64,6 +66,16 @@ def run_interruptible(work: Callable[[], None],
         print(f"interrupted: {stopped}", file=sys.stderr)
         return 130
     return 0
+
+
+def alternating(repeats: int, sides: tuple[str, str], run_once: Callable[[int, str], T]) -> list[dict[str, T]]:
+    """Both sides ``repeats`` times, the first side first in even repeats and last in odd ones, so neither is
+    always the one that meets warm caches; returns each repeat's results by side."""
+    runs = []
+    for rep in range(repeats):
+        order = sides if rep % 2 == 0 else sides[::-1]
+        runs.append({side: run_once(rep, side) for side in order})
+    return runs
 
 
 def write_files(folder: Path, files: dict[str, str]) -> Path:

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # `bench.benchlib`, also when run as a script
 
 import psycopg  # noqa: E402
 
-from bench.benchlib import (EXTENSIONS, Children, Clusters, arg_parser, clean_env, machine, migrate_bot,  # noqa: E402
+from bench.benchlib import (EXTENSIONS, Children, Clusters, alternating, arg_parser, clean_env, machine, migrate_bot,  # noqa: E402
                             note, run_interruptible, seed_template, write_files)
 from bot import devcluster  # noqa: E402
 
@@ -221,15 +221,12 @@ def gate_once(bench: Bench, migrations: Path, side: str) -> GateRun:
 
 def part1(bench: Bench) -> None:
     migrations = write_files(bench.workdir / "gate_set", GATE_SET)
-    runs: list[tuple[GateRun, GateRun]] = []  # (ours, psql) per repeat, in the order they ran
-    for rep in range(REPEATS):
-        order = ("ours", "psql") if rep % 2 == 0 else ("psql", "ours")
-        done = {}
-        for side in order:
-            note(f"part 1 run {rep + 1}/{REPEATS}: {'migrate-bot validate' if side == 'ours' else 'psql -f'}")
-            done[side] = gate_once(bench, migrations, side)
-        runs.append((done["ours"], done["psql"]))
-    print_part1(migrations, runs)
+    def once(rep: int, side: str) -> GateRun:
+        note(f"part 1 run {rep + 1}/{REPEATS}: {'migrate-bot validate' if side == 'ours' else 'psql -f'}")
+        return gate_once(bench, migrations, side)
+
+    # (ours, psql) per repeat
+    print_part1(migrations, [(done["ours"], done["psql"]) for done in alternating(REPEATS, ("ours", "psql"), once)])
 
 
 def print_part1(migrations: Path, runs: list[tuple[GateRun, GateRun]]) -> None:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # `bench.benchlib`, also when run as a script
 
 import psycopg  # noqa: E402
 
-from bench.benchlib import (Children, Clusters, arg_parser, clean_env, machine, migrate_bot, note,  # noqa: E402
+from bench.benchlib import (Children, Clusters, alternating, arg_parser, clean_env, machine, migrate_bot, note,  # noqa: E402
                             run_interruptible, seed_template, write_files)
 from bot import devcluster  # noqa: E402
 
@@ -224,15 +224,11 @@ def run(rows: int, repeats: int) -> None:
         migrations = write_files(bench.workdir / "migrations", HARMLESS)
         note(f"seeding {rows:,} orders on both clusters")
         header(bench, bench.seed_all(lambda cluster: seed(cluster, rows)))
-        runs: list[tuple[Run, Run]] = []
-        for rep in range(repeats):
-            order = ("on", "off") if rep % 2 == 0 else ("off", "on")
-            done = {}
-            for side in order:
-                note(f"run {rep + 1}/{repeats}: validate with measure {side}")
-                done[side] = validate_once(bench, migrations, side)
-            runs.append((done["on"], done["off"]))
-        print_runs(runs)
+        def once(rep: int, side: str) -> Run:
+            note(f"run {rep + 1}/{repeats}: validate with measure {side}")
+            return validate_once(bench, migrations, side)
+
+        print_runs([(done["on"], done["off"]) for done in alternating(repeats, ("on", "off"), once)])
         print(f"\n(bench wall time {time.perf_counter() - started:.0f} s)")
     finally:
         children.kill_all()

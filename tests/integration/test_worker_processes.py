@@ -11,7 +11,6 @@ import io
 import os
 import signal
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from bot.runs.model import Kind, Run, State
 from bot.runs.steps import Steps
 from bot.runs.worker import ProcessSteps
 from bot.workflow.report import Report
+from tests.fix_bot import wait_until
 from tests.fix_pg import Databases
 
 REQUESTER, APPROVER = "U_RITA", "U_ADA"
@@ -55,6 +55,15 @@ def in_background(shell: Shell, line: str) -> threading.Thread:
     return worker
 
 
+def kill_the_worker(started: threading.Thread) -> int:
+    """SIGKILL the one worker process (as the OOM killer would); returns its pid once the bot has finished the run."""
+    (child,) = workers_of_this_process()
+    os.kill(child, signal.SIGKILL)
+    started.join(timeout=60)
+    assert not started.is_alive()
+    return child
+
+
 def workers_of_this_process() -> list[int]:
     """Our children running ``bot.runs.worker`` (read from /proc: what the kernel says, not what we think)."""
     found = []
@@ -67,16 +76,6 @@ def workers_of_this_process() -> list[int]:
         if ppid == os.getpid() and b"bot.runs.worker" in cmdline:
             found.append(int(stat.parent.name))
     return found
-
-
-def wait_for(what: str, condition, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sleeping(dbs: Databases, env: str, run: Run) -> int:
@@ -114,12 +113,9 @@ def test_a_killed_validation_worker_is_an_error_that_says_so_and_frees_staging(s
     bot_env.sql("staging", "UPDATE sleep_for SET s = 60")
     shell = shell_for(settings)
     started = in_background(shell, "/migrate validate")
-    run = wait_for("the validation to start", lambda: shell.runtime.store.latest_run(Kind.VALIDATE))
-    wait_for("the sleep to run on staging", lambda: sleeping(bot_env, "staging", run))
-    (child,) = workers_of_this_process()
-    os.kill(child, signal.SIGKILL)
-    started.join(timeout=60)
-    assert not started.is_alive()
+    run = wait_until(lambda: shell.runtime.store.latest_run(Kind.VALIDATE), "the validation to start")
+    wait_until(lambda: sleeping(bot_env, "staging", run), "the sleep to run on staging")
+    child = kill_the_worker(started)
 
     ended = shell.runtime.store.get_run(run.id)
     assert ended.state is State.ERROR
@@ -145,11 +141,8 @@ def test_a_killed_deploy_worker_leaves_an_interrupted_deploy_that_says_what_prod
     shell.handle(f"react :white_check_mark: {deploy.id} as {APPROVER}")
     bot_env.sql("prod", "UPDATE sleep_for SET s = 60")
     started = in_background(shell, f"/migrate deploy {deploy.id}")
-    wait_for("the sleep to run on prod", lambda: sleeping(bot_env, "prod", deploy))
-    (child,) = workers_of_this_process()
-    os.kill(child, signal.SIGKILL)
-    started.join(timeout=60)
-    assert not started.is_alive()
+    wait_until(lambda: sleeping(bot_env, "prod", deploy), "the sleep to run on prod")
+    kill_the_worker(started)
 
     ended = shell.runtime.store.get_run(deploy.id)
     assert ended.state is State.INTERRUPTED, ended.summary
