@@ -192,10 +192,23 @@ class ParsedFile:
 # --------------------------------------------------------------------------
 
 
+SqlSyntaxError = ParseError  # what ``parse_raw`` raises: callers catch it by this name, not pglast's
+
+
+def parse_raw(text: str) -> tuple[ast.RawStmt, ...]:
+    """pglast's raw statements (node, character offset, length): the one place SQL text meets the parser.
+
+    Migration files go through ``parse_file``; other SQL (a failed statement
+    quoted in a log, a pg_stat_statements query, the pinned perf workload)
+    through this, so every caller agrees on what parses and where it starts.
+    """
+    return parse_sql(text)  # a tuple; pglast reports character (not byte) offsets, as the scanner does
+
+
 def parse_file(text: str) -> ParsedFile:
     """Parse one file, once. A file that does not parse comes back with ``error`` and ``error_line`` set."""
     try:
-        raws = parse_sql(text)  # pglast reports character (not byte) offsets, as the scanner does
+        raws = parse_raw(text)
     except ParseError as exc:
         message, index = (exc.args + (0,))[:2]
         offset = max(0, min(int(index or 0), len(text)))
@@ -295,4 +308,4 @@ def directives(comments: Iterable[tuple[int, str]]) -> Iterator[Directive]:
 
 def parse_statements(text: str) -> list[ast.Node]:
     """Parse trees of DDL that is not a migration (e.g. a schema description); raises pglast's ParseError."""
-    return [raw.stmt for raw in parse_sql(text)]
+    return [raw.stmt for raw in parse_raw(text)]

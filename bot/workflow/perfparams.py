@@ -35,9 +35,9 @@ from typing import Callable
 import pglast
 from pglast import ast
 from pglast.enums import A_Expr_Kind, SetOperation
-from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from bot.migrations.sqlfile import SqlSyntaxError, parse_raw
 
 ColumnsOf = Callable[[str | None, str], tuple[str, ...] | None]  # (schema, table) -> column names in order
 FIXED_VALUES = {"limit": "10", "offset": "0", "interval": "1 day", "bool": "true"}
@@ -405,7 +405,7 @@ _PARAM = re.compile(r"\$(\d+)")
 def fingerprint(query: str) -> str:
     try:
         return pglast.parser.fingerprint(query)
-    except ParseError:
+    except SqlSyntaxError:
         return hashlib.sha1(" ".join(query.split()).encode()).hexdigest()[:16]
 
 
@@ -413,8 +413,8 @@ def analyse(query: str, columns_of: ColumnsOf) -> Shape:
     """Read one normalised statement: its tables, and where each ``$n``'s values come from."""
     params = max((int(n) for n in _PARAM.findall(query)), default=0)
     try:
-        parsed = pglast.parse_sql(query)
-    except ParseError as exc:
+        parsed = parse_raw(query)
+    except SqlSyntaxError as exc:
         return Shape("other", (), (), {}, tuple(range(1, params + 1)), params, fingerprint(query),
                      problem=f"it does not parse ({exc.args[0] if exc.args else 'syntax error'})")
     if len(parsed) != 1:
@@ -441,8 +441,8 @@ def runnable(query: str) -> str:
     if not re.search(r"[a-z_]\s+\$\d+", query, re.IGNORECASE):
         return query
     try:
-        return RawStream()(pglast.parse_sql(query))
-    except ParseError:
+        return RawStream()(parse_raw(query))
+    except SqlSyntaxError:
         return query
 
 
@@ -481,7 +481,7 @@ def normalise(text: str) -> str:
     """Every literal replaced by ``$n`` (PostgreSQL's own normalisation, as pg_stat_statements does)."""
     try:
         return " ".join(pglast.parser.normalize(text).split())
-    except ParseError:
+    except SqlSyntaxError:
         return " ".join(_PARAM.sub("$?", text).split())
 
 
@@ -492,8 +492,8 @@ def parse_workload(text: str) -> tuple[list[Pinned], str]:
     previous statement and this one.
     """
     try:
-        parsed = pglast.parse_sql(text)  # character offsets, like bot.migrations.source
-    except ParseError as exc:
+        parsed = parse_raw(text)  # character offsets, like migration files
+    except SqlSyntaxError as exc:
         return [], f"it does not parse ({exc.args[0] if exc.args else 'syntax error'})"
     pinned, previous_end = [], 0
     for raw in parsed:

@@ -25,13 +25,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-import pglast
 from pglast import ast
 from pglast.enums import ConstrType
 from pglast.stream import RawStream
 
 from bot.migrations.lint import RULES, LintSyntaxError, lint_sql
-from bot.migrations.sqlfile import Statement, parse_file
+from bot.migrations.sqlfile import SqlSyntaxError, Statement, parse_file, parse_statements
 from bot.workflow import resume
 from bot.workflow.report import Check, Status
 from bot.workflow.scans import scan_fix
@@ -168,8 +167,8 @@ def _qualified(rel: ast.RangeVar) -> str:
 def _first(statement: str, kind: type) -> ast.Node | None:
     """The first statement of that AST node type in ``statement``, if it parses."""
     try:
-        return next((raw.stmt for raw in pglast.parse_sql(statement) if isinstance(raw.stmt, kind)), None)
-    except pglast.parser.ParseError:
+        return next((node for node in parse_statements(statement) if isinstance(node, kind)), None)
+    except SqlSyntaxError:
         return None
 
 
