@@ -21,6 +21,7 @@ from bot import config as config_mod
 from bot import logs, messages
 from bot.errors import EXIT_COULD_NOT_RUN, EXIT_FAILED, MigrateBotError
 from bot.interrupts import second_stop_leaves_at_once, sigterm_like_ctrl_c
+from bot.migrations.source import FORMATS
 from bot.redact import redact
 from bot.workflow.report import Report
 
@@ -398,7 +399,7 @@ def build_parser() -> Parser:
              "migrate-bot lint db/migrations/0042_add_orders_index.sql")
     p.add_argument("paths", nargs="+", help="migration files or directories")
     p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--layout", choices=["auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate"],
+    p.add_argument("--layout", choices=FORMATS,
                    default="auto", help="how a directory's migrations are laid out (default: detected)")
     p.add_argument("--one-set", action="store_true",
                    help="lint a directory as one pending set (as the gate does), not as a history of deploys")

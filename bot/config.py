@@ -220,10 +220,11 @@ def _refuse_inline_passwords(settings: Settings) -> None:
 
 def _validate(settings: Settings) -> None:
     _refuse_inline_passwords(settings)
-    if settings.migrations.format not in ("auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate"):
+    from bot.migrations.source import FORMATS  # the one list of layouts the source reads
+
+    if settings.migrations.format not in FORMATS:
         raise ConfigError(
-            f"Config key 'migrations.format' must be one of auto, plain, prisma, flyway, golang-migrate, dbmate, "
-            f"not {settings.migrations.format!r}.",
+            f"Config key 'migrations.format' must be one of {', '.join(FORMATS)}, not {settings.migrations.format!r}.",
             "",
         )
     if settings.gate.lock_wait_s < 0:

@@ -116,6 +116,7 @@ LAYOUTS = {  # what each layout calls a forward migration (for messages)
     "dbmate": "<version>_<name>.sql with a `-- migrate:up` section",
     "plain": "<version>_<name>.sql",
 }
+FORMATS = ("auto", "plain", "prisma", "flyway", "golang-migrate", "dbmate")  # migrations.format and --layout
 _PRISMA_DIR = re.compile(r"^(?P<ver>\d+)_(?P<name>.+)$")
 _FLYWAY_SKIPPED = re.compile(r"^(U\d+(?:[._]\d+)*__.+|R__.+|(before|after)[A-Za-z]*(__.+)?)\.sql$")
 _DBMATE_UP = re.compile(r"^\s*--\s*migrate:up", re.MULTILINE)
