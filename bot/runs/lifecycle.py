@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from bot import messages, metrics
 from bot.runs import liveness
@@ -65,18 +65,18 @@ class Lifecycle:
     def open_thread(self, run: Run) -> Run:
         """Post the run's parent message, remember its ts, and let the queue have the run."""
         ts = self.announcer.run_started(run)
-        for _ in range(10):  # read fresh: an outbox may have recorded the thread (or the run moved) meanwhile
-            fresh = self.store.get_run(run.id) or run
-            changes: dict[str, Any] = {"data": {k: v for k, v in fresh.data.items() if k != "opening"}}
+
+        def changes(fresh: Run) -> dict[str, Any]:
+            found: dict[str, Any] = {"data": {k: v for k, v in fresh.data.items() if k != "opening"}}
             if fresh.owner == self.owner and fresh.state is State.REQUESTED:
-                changes["owner"] = ""
+                found["owner"] = ""
             if ts:
-                changes["thread_ts"] = ts
-            try:
-                return self.update(fresh, **changes)
-            except StaleRun:
-                continue
-        raise StaleRun(f"{run.id} kept changing while its thread was opened")
+                found["thread_ts"] = ts
+            return found
+
+        updated = self._update_fresh(run.id, changes, missing=run)
+        assert updated is not None  # ``missing`` stands in for a run that is not stored
+        return updated
 
     def sent(self, run_id: str, *, thread_ts: str = "", remember: str = "", ts: str = "") -> None:
         """What a delivered message produced: a run's thread (its parent's ts), or a prompt's ts to remember.
@@ -85,26 +85,40 @@ class Lifecycle:
         too. A compare-and-set like every write, retried: the run may be
         moving meanwhile, and this must not be lost.
         """
-        for _ in range(10):
-            run = self.store.get_run(run_id)
-            if run is None:
-                return
-            changes: dict[str, Any] = {}
+        def changes(run: Run) -> dict[str, Any]:
+            found: dict[str, Any] = {}
             if thread_ts:
-                changes["thread_ts"] = thread_ts
+                found["thread_ts"] = thread_ts
             if remember and ts:
-                changes["data"] = dict(run.data, **{remember: ts})
-            if not changes:
+                found["data"] = dict(run.data, **{remember: ts})
+            return found
+
+        try:
+            if self._update_fresh(run_id, changes) is None:
                 return
-            try:
-                self.update(run, **changes)
-                break
-            except StaleRun:
-                continue
+        except StaleRun:
+            pass  # it kept moving: its children still get the thread
         if thread_ts:
             for child in self.store.runs(limit=50):
                 if child.parent == run_id and not child.thread_ts:
                     self.sent(child.id, thread_ts=thread_ts)
+
+    def _update_fresh(self, run_id: str, changes_for: Callable[[Run], dict[str, Any]],
+                      missing: Run | None = None) -> Run | None:
+        """Read the run, work out its changes, save them; retried when the run moved meanwhile (an outbox
+        recorded its thread, a transition). None when it is gone (and no ``missing`` stands in)."""
+        for _ in range(10):
+            fresh = self.store.get_run(run_id) or missing
+            if fresh is None:
+                return None
+            changes = changes_for(fresh)
+            if not changes:
+                return fresh
+            try:
+                return self.update(fresh, **changes)
+            except StaleRun:
+                continue
+        raise StaleRun(f"{run_id} kept changing while it was being updated")
 
     def move(self, run: Run, state: State, *, announce: bool = True, **changes: Any) -> Run:
         """Persist a transition, then announce it; refuse it if the stored run moved on meanwhile."""
